@@ -1,0 +1,115 @@
+"""`itt-sweep`: validate | run | resume | status | heatmap | doctor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from itt_sweep.config import SweepFileError, describe, load_sweep
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.sweep)
+    if args.preflight:
+        from itt_sweep.sweep.prepare import preflight
+
+        preflight(sweep, args.sweep)
+    print(describe(sweep))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from itt_sweep.sweep.driver import run_sweep
+
+    return report(run_sweep(args.sweep))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from itt_sweep.sweep.driver import resume_sweep
+
+    target = Path(args.sweep)
+    if target.is_file():  # a sweep file: its directory under the storage path
+        sweep = load_sweep(target)
+        target = Path(sweep.storage.path) / sweep.name
+    return report(resume_sweep(target, resume_errored=not args.skip_errored))
+
+
+def report(outcome) -> int:
+    print(f"\n{outcome.n_trials} trial(s), {outcome.n_errors} failed. Transfer heatmaps:")
+    for path in outcome.outputs:
+        if path.suffix == ".png":
+            print(f"  {path}")
+    print(f"All outputs (CSV too): {outcome.heatmap_dir}\nMLflow UI: make ui")
+    return 1 if outcome.n_errors else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    root = Path(args.sweep_dir) / "trials"
+    done = sorted(p.parent.name for p in root.glob("*/metrics.json"))
+    started = sorted(p.parent.name for p in root.glob("*/config.json"))
+    print(json.dumps({"finished": done, "unfinished": sorted(set(started) - set(done))}, indent=1))
+    return 0
+
+
+def cmd_heatmap(args: argparse.Namespace) -> int:
+    from itt_sweep.analysis.heatmap import write_outputs
+    from itt_sweep.analysis.results import records_from_dirs, to_frame
+
+    records = records_from_dirs(Path(args.sweep_dir))
+    if not records:
+        print(f"no finished trials under {args.sweep_dir}/trials", file=sys.stderr)
+        return 1
+    for path in write_outputs(to_frame(records), Path(args.out or Path(args.sweep_dir) / "heatmaps")):
+        print(path)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from itt_sweep.execution.recipes import doctor
+
+    for language, (ready, hint) in doctor().items():
+        print(f"  {language:<11} {'ready' if ready else 'unavailable':<12} {'' if ready else hint}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="itt-sweep", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a sweep file and print its matrix")
+    p.add_argument("sweep")
+    p.add_argument("--preflight", action="store_true", help="also check data, toolchains, storage, tracking")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("run", help="run a sweep")
+    p.add_argument("sweep")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("resume", help="resume an interrupted sweep (sweep dir or sweep file)")
+    p.add_argument("sweep")
+    p.add_argument("--skip-errored", action="store_true", help="do not retry trials that errored")
+    p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("status", help="finished / unfinished trials of a sweep dir")
+    p.add_argument("sweep_dir")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("heatmap", help="rebuild heatmaps from a sweep dir")
+    p.add_argument("sweep_dir")
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_heatmap)
+    p = sub.add_parser("doctor", help="which MBXP languages can be executed here")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SweepFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

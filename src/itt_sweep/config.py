@@ -1,0 +1,317 @@
+"""Sweep files: the pydantic schema, YAML loading, validation errors for people, and matrix expansion.
+
+Every run is fully described by its sweep file plus the code version, so this module is the one place that
+decides what a sweep file may say. Errors name the field path and the allowed values, and are raised before
+Ray starts (`itt-sweep validate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from itt_sweep.data.mbxp import LANGUAGES
+from itt_sweep.data.tasks import task_names
+
+
+class SweepFileError(ValueError):
+    """A sweep file that cannot run; `problems` holds one line per bad field."""
+
+    def __init__(self, path: str | Path, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{self.path}: invalid sweep file\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class ModelSpec(_Strict):
+    """Which base model: a hub id, a local directory, or `scratch:<preset>` (a tiny Llama built here)."""
+
+    name: str = "scratch:tiny"
+    gguf_file: str | None = None
+    revision: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from itt_sweep.modeling import SCRATCH_PRESETS
+
+        if value.startswith("scratch:") and value.split(":", 1)[1] not in SCRATCH_PRESETS:
+            raise ValueError(f"unknown scratch preset {value!r}; allowed: "
+                             + ", ".join(f"scratch:{p}" for p in SCRATCH_PRESETS))
+        return value
+
+
+class DataSpec(_Strict):
+    """Where the data lives and how much of it a trial uses (small numbers make smoke runs fast)."""
+
+    dir: str | None = None
+    intermediate_train_examples: PositiveInt | None = 2000
+    intermediate_val_examples: PositiveInt = 200
+    target_train_problems: PositiveInt | None = None
+    eval_problems: PositiveInt | None = None
+
+
+class StageSpec(_Strict):
+    """Optimisation settings of one training stage."""
+
+    steps: PositiveInt = 100
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 3e-4
+    warmup_steps: NonNegInt = 10
+    batch_size: PositiveInt = 8
+    grad_accum_steps: PositiveInt = 1
+    seq_len: Annotated[int, Field(ge=16, le=32768)] = 512
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    grad_clip: Annotated[float, Field(gt=0)] = 1.0
+    eval_every: PositiveInt = 50
+    checkpoint_every: PositiveInt = 50
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> StageSpec:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        return self
+
+
+class StagesSpec(_Strict):
+    intermediate: StageSpec = StageSpec()
+    target: StageSpec = StageSpec()
+
+
+class TrainingSpec(_Strict):
+    """How a stage is distributed: Ray Train workers running DeepSpeed ZeRO."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    num_workers: PositiveInt = 1
+    use_gpu: bool = False
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> TrainingSpec:
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage: 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    """Stage 3: generation and execution settings."""
+
+    max_new_tokens: PositiveInt = 256
+    batch_size: PositiveInt = 16
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    allow_unsandboxed: bool = False
+    workers: PositiveInt | None = None
+
+
+class Distribution(_Strict):
+    """One searched hyperparameter (sampled per trial inside a cell)."""
+
+    type: Literal["loguniform", "uniform", "choice", "randint"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Distribution:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.type} needs low < high (got low={self.low}, high={self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+SEARCHABLE = tuple(
+    f"{stage}.{field}" for stage in ("intermediate", "target")
+    for field in ("learning_rate", "warmup_steps", "steps", "batch_size", "weight_decay")
+) + ("training.zero_stage",)
+
+
+class SearchSpec(_Strict):
+    """Per-cell hyperparameter search; an empty space means the fixed values of `stages`."""
+
+    num_samples: PositiveInt = 1
+    space: dict[str, Distribution] = {}
+    scheduler: Literal["none", "asha"] = "none"
+    metric: Literal["val_loss"] = "val_loss"
+    grace_period: PositiveInt = 1
+
+    @field_validator("space")
+    @classmethod
+    def _searchable(cls, space: dict[str, Distribution]) -> dict[str, Distribution]:
+        unknown = sorted(set(space) - set(SEARCHABLE))
+        if unknown:
+            raise ValueError(f"cannot search {unknown}; allowed: {', '.join(SEARCHABLE)}")
+        return space
+
+
+class MatrixSpec(_Strict):
+    """The grid: every intermediate task × source language × seed is a cell."""
+
+    intermediate_tasks: list[str] = Field(min_length=1)
+    source_languages: list[str] = Field(default_factory=lambda: ["python"], min_length=1)
+    seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("intermediate_tasks")
+    @classmethod
+    def _tasks(cls, tasks: list[str]) -> list[str]:
+        return _check_members(tasks, task_names(), "intermediate task")
+
+    @field_validator("source_languages")
+    @classmethod
+    def _sources(cls, langs: list[str]) -> list[str]:
+        return _check_members(langs, list(LANGUAGES), "language")
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be unique, got {seeds}")
+        return seeds
+
+
+class ResourcesSpec(_Strict):
+    max_concurrent_trials: PositiveInt = 1
+    max_failures: NonNegInt = 1
+
+
+class StorageSpec(_Strict):
+    path: str = "runs"
+
+
+class TrackingSpec(_Strict):
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None
+
+
+class SweepConfig(_Strict):
+    """A whole sweep file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    matrix: MatrixSpec
+    eval_languages: list[str] = Field(min_length=1)
+    stages: StagesSpec = StagesSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    search: SearchSpec = SearchSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    storage: StorageSpec = StorageSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    @field_validator("eval_languages")
+    @classmethod
+    def _eval_langs(cls, langs: list[str]) -> list[str]:
+        return _check_members(langs, list(LANGUAGES), "language")
+
+    def cells(self) -> list[Cell]:
+        return [Cell(t, s, seed) for t in self.matrix.intermediate_tasks
+                for s in self.matrix.source_languages for seed in self.matrix.seeds]
+
+    def config_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+class Cell(tuple):
+    """(intermediate task, source language, seed): one cell of the transfer matrix."""
+
+    __slots__ = ()
+
+    def __new__(cls, intermediate_task: str, source_language: str, seed: int) -> Cell:
+        return super().__new__(cls, (intermediate_task, source_language, seed))
+
+    intermediate_task = property(lambda self: self[0])
+    source_language = property(lambda self: self[1])
+    seed = property(lambda self: self[2])
+
+    @property
+    def key(self) -> str:
+        return f"{self.intermediate_task}__{self.source_language}__s{self.seed}"
+
+
+def _check_members(values: list[str], allowed: list[str], what: str) -> list[str]:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what} {bad}; allowed: {', '.join(allowed)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"duplicate {what} in {values}")
+    return values
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash of a JSON-able object that is the same across processes and machines (names cache entries)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check the spelling against sweeps/smoke.yaml)"
+    return f"{where}: {msg}"
+
+
+def parse_sweep(raw: Any, source: str | Path = "<sweep>") -> SweepConfig:
+    """Validate already-loaded YAML data, turning pydantic's errors into one line per bad field."""
+    if not isinstance(raw, dict):
+        raise SweepFileError(source, ["<top level>: a sweep file is a YAML mapping (name:, matrix:, ...)"])
+    try:
+        return SweepConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise SweepFileError(source, [_format_error(e) for e in exc.errors()]) from None
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepFileError(path, ["file not found"])
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SweepFileError(path, [f"not valid YAML: {exc}"]) from None
+    return parse_sweep(raw, path)
+
+
+def trial_count(config: SweepConfig) -> int:
+    return len(config.cells()) * config.search.num_samples
+
+
+def describe(config: SweepConfig) -> str:
+    """The expanded matrix as text, for `itt-sweep validate`."""
+    cells = config.cells()
+    lines = [
+        f"sweep {config.name!r} ({config.config_hash()}): {len(cells)} cells x {config.search.num_samples} "
+        f"sample(s) = {trial_count(config)} trials",
+        f"  model: {config.model.name}   ZeRO-{config.training.zero_stage} x {config.training.num_workers} "
+        f"worker(s), gpu={config.training.use_gpu}",
+        f"  eval languages: {', '.join(config.eval_languages)}",
+    ]
+    if config.search.space:
+        lines.append(f"  search: {', '.join(config.search.space)} (scheduler: {config.search.scheduler})")
+    lines += [f"  cell {c.key}" for c in cells]
+    return "\n".join(lines)

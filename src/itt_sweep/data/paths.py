@@ -1,0 +1,46 @@
+"""Where the project finds its data, and the one error it raises when the data is not there.
+
+Every loader resolves its directory through `data_dir` so that a missing download fails the same way
+everywhere: with a `DataNotFoundError` that tells the user to run `make data`, instead of a bare
+`FileNotFoundError` deep inside a trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+ENV_VAR = "ITT_DATA_DIR"
+DEFAULT_DIR = "data"
+FETCH_HINT = "run `make data` (python -m itt_sweep.data.fetch) to fetch it, or point $ITT_DATA_DIR at a copy"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data directory, or a file the loaders need inside it, does not exist."""
+
+
+def data_dir(override: str | Path | None = None) -> Path:
+    """Resolve the data directory: `override`, else `$ITT_DATA_DIR`, else `./data`.
+
+    Resolved to an absolute path so that caches keyed on paths see one name per directory.
+    """
+    raw = override if override is not None else os.environ.get(ENV_VAR) or DEFAULT_DIR
+    path = Path(raw).expanduser().resolve()
+    if not path.is_dir():
+        origin = "given" if override is not None else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "default"
+        raise DataNotFoundError(f"data directory {path} ({origin}) does not exist; {FETCH_HINT}")
+    return path
+
+
+def require_file(path: Path, what: str) -> Path:
+    """Return `path` if it is a file, else raise `DataNotFoundError` naming `what` was being looked for."""
+    if not path.is_file():
+        raise DataNotFoundError(f"{what} not found at {path}; {FETCH_HINT}")
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every data folder stores one JSON object per line; blank lines are skipped."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,90 @@
+"""Everything a sweep checks and builds before Ray starts: preflight checks, the base model, the context.
+
+Checks that can fail (data dir, toolchains, storage, tracking, GPUs) run here so a bad sweep fails before any
+trial starts, with one message naming the field, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from itt_sweep.config import SweepConfig, SweepFileError, stable_hash
+from itt_sweep.data.mbxp import load_problems
+from itt_sweep.data.paths import data_dir as resolve_data_dir
+from itt_sweep.data.prompts import format_example
+from itt_sweep.data.tasks import ALL, NONE, load_task_examples
+from itt_sweep.modeling import SCRATCH_VERSION, build_scratch, is_scratch
+
+
+def preflight(sweep: SweepConfig, source: str) -> Path:
+    """Environment checks that the schema cannot do; returns the resolved data dir."""
+    problems: list[str] = []
+    try:
+        data = resolve_data_dir(sweep.data.dir)
+        load_problems(sweep.matrix.source_languages[0], split="train", data_dir=data, limit=1)
+    except (FileNotFoundError, ValueError) as exc:
+        problems.append(f"data.dir: {exc}")
+        data = Path(sweep.data.dir or ".")
+    from itt_sweep.execution.recipes import RECIPES, available
+
+    for lang in sweep.eval_languages:
+        if not available(lang):
+            problems.append(f"eval_languages: {lang} has no toolchain on this machine "
+                            f"(install: {RECIPES[lang].install_hint}; see `itt-sweep doctor`)")
+    if sweep.training.use_gpu and not _gpus_available():
+        problems.append("training.use_gpu: true, but this machine has no GPU (set use_gpu: false)")
+    storage = Path(sweep.storage.path).expanduser()
+    probe = storage if storage.exists() else next((p for p in storage.parents if p.exists()), Path("/"))
+    if not os.access(probe, os.W_OK):
+        problems.append(f"storage.path: {storage} is not writable ({probe} is read-only for this user)")
+    if problems:
+        raise SweepFileError(source, problems)
+    from itt_sweep.tracking.mlflow_runs import TrackingUnavailableError, check_reachable
+
+    try:
+        check_reachable(sweep.tracking.uri)
+    except TrackingUnavailableError as exc:
+        raise SweepFileError(source, [str(exc)]) from None
+    return data
+
+
+def _gpus_available() -> bool:
+    if os.environ.get("RAY_ADDRESS"):
+        return True  # a cluster's GPUs live on its worker nodes; Ray schedules against them
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def scratch_corpus(sweep: SweepConfig, data: Path) -> list[str]:
+    """Texts the scratch tokenizer learns from: MBXP train problems of every language used + stage-1 data."""
+    texts = []
+    for lang in dict.fromkeys([*sweep.matrix.source_languages, *sweep.eval_languages]):
+        texts += [p.prompt + (p.canonical_solution or "") for p in load_problems(lang, "train", data_dir=data)]
+    for task in sweep.matrix.intermediate_tasks:
+        if task not in (NONE, ALL):
+            texts += ["\n".join(format_example(e)) for e in load_task_examples(task, "train", data, limit=500)]
+    return texts
+
+
+def base_model(sweep: SweepConfig, data: Path, storage_root: Path) -> tuple[str, str]:
+    """(loadable path or hub id, cache key) of the base model; scratch models are built once and cached."""
+    name = sweep.model.name
+    if not is_scratch(name):
+        return name, stable_hash({"model": name, "gguf": sweep.model.gguf_file, "rev": sweep.model.revision})
+    texts = scratch_corpus(sweep, data)
+    key = stable_hash({"preset": name, "v": SCRATCH_VERSION, "corpus": stable_hash(texts, 32)})
+    path = build_scratch(name.split(":", 1)[1], texts, storage_root / "models" / f"{name.replace(':', '-')}-{key}")
+    return str(path), key
+
+
+def sweep_context(sweep: SweepConfig, data: Path) -> dict[str, Any]:
+    storage_root = Path(sweep.storage.path).expanduser().resolve()
+    sweep_dir = storage_root / sweep.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    model_path, model_key = base_model(sweep, data, storage_root)
+    return {"sweep": sweep.model_dump(mode="json"), "data_dir": str(data.resolve()),
+            "storage_root": str(storage_root), "sweep_dir": str(sweep_dir),
+            "base_model": model_path, "base_model_key": model_key}

@@ -1,0 +1,122 @@
+"""One trial, as a Ray Tune function trainable: stage 1 → stage 2 → stage 3, logged to its MLflow child run.
+
+The trial writes its resolved config and metrics as JSON into its own directory (jiant style), so the
+transfer table can be rebuilt from storage even when MLflow is down.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from itt_sweep.config import Cell, StageSpec, SweepConfig, stable_hash
+from itt_sweep.data.tasks import NONE, task_version
+from itt_sweep.train.stage import run_stage, stage_key, stage_metrics
+
+SEARCH_SECTIONS = {"intermediate": ("stages", "intermediate"), "target": ("stages", "target"),
+                   "training": ("training",)}
+
+
+def apply_overrides(sweep: SweepConfig, hp: dict[str, Any]) -> SweepConfig:
+    """The sweep config with this trial's sampled hyperparameters written into their sections."""
+    raw = sweep.model_dump()
+    for dotted, value in hp.items():
+        section, field = dotted.split(".", 1)
+        target = raw
+        for part in SEARCH_SECTIONS[section]:
+            target = target[part]
+        target[field] = value
+    return SweepConfig.model_validate(raw)
+
+
+def trial_key(cell: Cell, hp: dict[str, Any]) -> str:
+    return f"{cell.key}__{stable_hash(hp, 8) if hp else 'fixed'}"
+
+
+def stage_job(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, stage_name: str, spec: StageSpec,
+              init_model: str, upstream_key: str | None) -> dict[str, Any]:
+    intermediate = stage_name == "intermediate"
+    data = {
+        "kind": stage_name,
+        "task": cell.intermediate_task if intermediate else None,
+        "task_version": task_version(cell.intermediate_task) if intermediate else None,
+        "source_language": None if intermediate else cell.source_language,
+        "train_limit": sweep.data.intermediate_train_examples if intermediate else sweep.data.target_train_problems,
+        "val_limit": sweep.data.intermediate_val_examples if intermediate else None,
+    }
+    training = sweep.training.model_dump()
+    bf16 = sweep.training.precision == "bf16" or (sweep.training.precision == "auto" and sweep.training.use_gpu)
+    keyed = {"data": data, "stage": spec.model_dump(), "training": {k: v for k, v in training.items()
+                                                                  if k != "cpus_per_worker"}, "bf16": bf16}
+    key = stage_key(ctx["base_model_key"], upstream_key, keyed, cell.seed)
+    return {"key": key, "stage_name": stage_name, "init_model": init_model, "seed": cell.seed, "bf16": bf16,
+            "stage": spec.model_dump(), "training": training, "data": {**data, "data_dir": ctx["data_dir"]},
+            "max_failures": sweep.resources.max_failures}
+
+
+def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """Tune entry point: `config` holds the cell and the sampled hyperparameters; `ctx` the sweep context."""
+    from ray import tune
+
+    from itt_sweep.evaluate.stage3 import evaluate_model
+    from itt_sweep.tracking.trial_run import TrialRun
+
+    cell = Cell(*config["cell"])
+    hp = config.get("hp", {})
+    sweep = apply_overrides(SweepConfig.model_validate(ctx["sweep"]), hp)
+    key = trial_key(cell, hp)
+    trial_dir = Path(ctx["sweep_dir"]) / "trials" / key
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    tags = {"itt.intermediate_task": cell.intermediate_task, "itt.source_language": cell.source_language,
+            "itt.seed": str(cell.seed), "itt.cell": cell.key, "itt.sweep": sweep.name}
+    run = TrialRun(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], key, tags)
+    run.log_params({"hp": hp, "stages": sweep.stages.model_dump(), "training": sweep.training.model_dump(),
+                    "model": sweep.model.name})
+    (trial_dir / "config.json").write_text(json.dumps({"cell": list(cell), "hp": hp, "trial_key": key,
+                                                       "sweep": sweep.model_dump(mode="json")}, indent=1))
+    try:
+        model_dir, val_loss = train_stages(sweep, ctx, cell, run)
+        spec = {**sweep.evaluation.model_dump(), "eval_problems": sweep.data.eval_problems}
+        metrics, records = evaluate_model(model_dir, sweep.eval_languages, spec, Path(ctx["data_dir"]),
+                                          Path(ctx["storage_root"]) / "references")
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    write_outputs(trial_dir, cell, key, val_loss, metrics, records)
+    run.log_eval(metrics, val_loss)
+    run.log_artifacts(trial_dir)
+    run.finish()
+    flat = {f"eval/{lang}/{name}": v for lang, per in metrics.items() for name, v in per.items()}
+    tune.report({"target_val_loss": val_loss, "trial_key": key, "done_stages": 3, **flat})
+
+
+def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tuple[Path, float]:
+    """Stages 1 and 2 through the stage cache; returns the stage-2 model dir and its validation loss."""
+    model, upstream = ctx["base_model"], None
+    stages = [("target", sweep.stages.target)]
+    if cell.intermediate_task != NONE:
+        stages.insert(0, ("intermediate", sweep.stages.intermediate))
+    storage = str(Path(ctx["sweep_dir"]) / "train")
+    val_loss = math.nan
+    for name, spec in stages:
+        job = stage_job(sweep, ctx, cell, name, spec, model, upstream)
+        entry, trained_now = run_stage(job, Path(ctx["storage_root"]) / "stages", storage)
+        done = stage_metrics(entry)
+        run.log_stage(name, done["history"], job["key"], trained_now)
+        model, upstream = str(entry), job["key"]
+        val_loss = done["final"].get(f"{name}_val_loss", math.nan)
+    return Path(model), val_loss
+
+
+def write_outputs(trial_dir: Path, cell: Cell, key: str, val_loss: float,
+                  metrics: dict[str, dict[str, float]], records: dict[str, list[dict[str, Any]]]) -> None:
+    record = {"trial_key": key, "intermediate_task": cell.intermediate_task,
+              "source_language": cell.source_language, "seed": cell.seed,
+              "val_loss": val_loss if math.isfinite(val_loss) else None, "eval": metrics}
+    (trial_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+    out = trial_dir / "completions"
+    out.mkdir(exist_ok=True)
+    for language, rows in records.items():
+        (out / f"{language}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

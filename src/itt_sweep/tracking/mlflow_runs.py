@@ -1,0 +1,87 @@
+"""MLflow: one parent run per sweep, one child run per trial, found again by tag after any restart.
+
+Runs are looked up by stable tags (`itt.sweep_hash`, `itt.trial_key`) before one is created, so a resumed
+sweep or trial logs into the run it had, never a second one. Trials log from their own process in batches
+(`log_batch`), so the Ray driver loop never waits on the tracking server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking server cannot be reached; raised before any trial starts."""
+
+
+def client_for(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast, with one clear message, when an http(s) tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).read()
+    except OSError as exc:
+        raise TrackingUnavailableError(
+            f"tracking.uri: MLflow server {uri} is unreachable ({exc}); start it with `make tracking-up` "
+            f"or set tracking.uri to sqlite:///mlflow.db") from None
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
+
+
+def find_run(client: MlflowClient, exp_id: str, tags: dict[str, str]) -> str | None:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([exp_id], filter_string=query, max_results=2)
+    return runs[0].info.run_id if runs else None
+
+
+def find_or_create_run(client: MlflowClient, exp_id: str, tags: dict[str, str], run_name: str,
+                       key_tags: Iterable[str]) -> str:
+    """Reuse the run whose key tags match, else create it (resumes log into their old run)."""
+    run_id = find_run(client, exp_id, {k: tags[k] for k in key_tags})
+    if run_id is None:
+        run_id = client.create_run(exp_id, tags=tags, run_name=run_name).info.run_id
+    elif client.get_run(run_id).info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def log_metrics_batch(client: MlflowClient, run_id: str, rows: Iterable[tuple[str, float, int]]) -> None:
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, int(step)) for key, value, step in rows]
+    for i in range(0, len(metrics), BATCH):
+        client.log_batch(run_id, metrics=metrics[i:i + BATCH])
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    existing = client.get_run(run_id).data.params
+    fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+    for i in range(0, len(fresh), 100):
+        client.log_batch(run_id, params=fresh[i:i + 100])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def flatten(prefix: str, nested: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(name, value) if isinstance(value, dict) else {name: value})
+    return out

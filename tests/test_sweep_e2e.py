@@ -1,0 +1,81 @@
+"""A reduced smoke sweep through the real stack: Ray Tune + Ray Train + DeepSpeed + MLflow + compilers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def reduced_sweep(smoke_raw: dict, tmp_path: Path, data_dir: Path) -> Path:
+    raw = dict(smoke_raw)
+    raw.update(
+        name="e2e",
+        data={"dir": str(data_dir), "intermediate_train_examples": 64, "intermediate_val_examples": 8,
+              "target_train_problems": 64, "eval_problems": 4},
+        matrix={"intermediate_tasks": ["none", "conala_nl2python"], "source_languages": ["python"], "seeds": [0]},
+        eval_languages=["python", "javascript"],
+        storage={"path": str(tmp_path / "runs")},
+        tracking={"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        evaluation={"max_new_tokens": 24, "batch_size": 4, "timeout_s": 10},
+    )
+    small = {"steps": 4, "learning_rate": 3e-3, "warmup_steps": 1, "batch_size": 4, "seq_len": 128,
+             "eval_every": 2, "checkpoint_every": 2}
+    raw["stages"] = {"intermediate": small, "target": small}
+    path = tmp_path / "e2e.yaml"
+    path.write_text("# Run: itt-sweep run e2e.yaml\n" + yaml.safe_dump(raw))
+    return path
+
+
+def test_reduced_smoke_sweep_logs_runs_metrics_and_heatmap(smoke_raw, tmp_path, data_dir):
+    sweep = reduced_sweep(smoke_raw, tmp_path, data_dir)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "run", str(sweep)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
+    assert "heatmap_python_ref_nll.png" in proc.stdout
+
+    sweep_dir = tmp_path / "runs" / "e2e"
+    heatmap = sweep_dir / "heatmaps" / "heatmap_python_ref_nll.png"
+    assert heatmap.stat().st_size > 10_000
+    matrix = pd.read_csv(sweep_dir / "heatmaps" / "heatmap_python_ref_nll.csv", index_col=0)
+    assert list(matrix.index) == ["conala_nl2python"]
+    assert all(math.isfinite(v) for v in matrix.loc["conala_nl2python", ["python", "javascript"]])
+
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("itt-sweep/e2e")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("itt.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].info.status == "FINISHED"
+    for child in children:
+        assert child.info.status == "FINISHED"
+        metrics = child.data.metrics
+        for lang in ("python", "javascript"):
+            assert 0.0 <= metrics[f"eval/{lang}/pass_at_1"] <= 1.0
+            assert 0.0 <= metrics[f"eval/{lang}/compile_rate"] <= 1.0
+            assert math.isfinite(metrics[f"eval/{lang}/ref_nll"])
+        history = client.get_metric_history(child.info.run_id, "target/train_loss")
+        assert sorted(m.step for m in history) == [1, 2, 3, 4]
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"metrics.json", "config.json", "completions"} <= artifacts
+    conala = next(c for c in children if c.data.tags["itt.intermediate_task"] == "conala_nl2python")
+    assert len(client.get_metric_history(conala.info.run_id, "intermediate/train_loss")) == 4
+    parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "heatmaps")}
+    assert "heatmaps/heatmap_python_pass_at_1.png" in parent_artifacts
+
+    record = json.loads((sweep_dir / "trials" / "none__python__s0__fixed" / "metrics.json").read_text())
+    assert set(record["eval"]) == {"python", "javascript"}
