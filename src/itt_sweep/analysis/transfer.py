@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-MBXP_LANGUAGES = (
-    "python", "java", "javascript", "typescript", "kotlin", "ruby", "php",
-    "cpp", "csharp", "go", "perl", "scala", "swift",
-)  # fmt: skip
+from itt_sweep.data.mbxp import LANGUAGES as MBXP_LANGUAGES
+
 METRICS = ("pass_at_1", "compile_rate", "ref_nll")
 LOWER_IS_BETTER = frozenset({"ref_nll"})
 BASELINE_TASK = "none"

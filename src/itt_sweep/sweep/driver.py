@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def start_tracking(sweep: SweepConfig, ctx: dict[str, Any], sweep_path: Path) ->
     ctx.update(tracking_uri=sweep.tracking.uri, experiment_id=exp, parent_run_id=parent)
 
 
-def run_sweep(sweep_path: str | Path) -> Path:
+def run_sweep(sweep_path: str | Path) -> SweepOutcome:
     """Validate, prepare, run every trial, then build and log the heatmaps; returns the heatmap dir."""
     sweep = load_sweep(sweep_path)
     data = preflight(sweep, str(sweep_path))
@@ -88,7 +89,7 @@ def run_sweep(sweep_path: str | Path) -> Path:
     return finish_sweep(sweep, ctx, results)
 
 
-def resume_sweep(sweep_dir: str | Path, resume_errored: bool = True) -> Path:
+def resume_sweep(sweep_dir: str | Path, resume_errored: bool = True) -> SweepOutcome:
     """Continue an interrupted sweep from its Tune experiment: finished trials are not rerun."""
     sweep_dir = Path(sweep_dir).resolve()
     resolved = sweep_dir / "sweep.resolved.yaml"
@@ -106,7 +107,15 @@ def resume_sweep(sweep_dir: str | Path, resume_errored: bool = True) -> Path:
     return finish_sweep(sweep, ctx, tuner.fit())
 
 
-def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> Path:
+@dataclass
+class SweepOutcome:
+    heatmap_dir: Path
+    outputs: list[Path]
+    n_trials: int
+    n_errors: int
+
+
+def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> SweepOutcome:
     from itt_sweep.analysis.heatmap import write_outputs
     from itt_sweep.analysis.results import records_from_dirs, records_from_mlflow, to_frame
     from itt_sweep.tracking.mlflow_runs import client_for
@@ -126,4 +135,4 @@ def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> Path:
     client.set_terminated(ctx["parent_run_id"], status="FAILED" if errors else "FINISHED")
     if errors:
         log.error("%d trial(s) failed: %s", len(errors), ", ".join(str(r.error)[:200] for r in errors))
-    return out
+    return SweepOutcome(out, paths, len(results), len(errors))

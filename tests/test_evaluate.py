@@ -1,0 +1,308 @@
+"""Tests for the model side of stage 3: pass@k, batched generation with stop sequences, and ref_nll.
+
+The model is a tiny random Llama with a byte-level BPE tokenizer trained on the spot, built the way
+`scratch:` models are, so these run in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from itt_sweep.evaluate import (
+    GenerationConfig,
+    generate_completions,
+    mean_pass_at_k,
+    pass_at_k,
+    per_pair_nll,
+    reference_nll,
+    truncate_at_stop,
+)
+
+CORPUS = [
+    "def add(a, b):\n    return a + b\n",
+    "def mul(x, y):\n    return x * y\n",
+    "for i in range(10):\n    print(i)\n",
+    "class Foo:\n    def bar(self):\n        pass\n",
+    "function f(x) { return x + 1; }\n",
+    "public static int g(int a) { return a; }\n",
+]
+
+PROMPTS = [
+    "def add(a, b):\n",
+    "x",
+    "class Foo:\n    def bar(self):\n        pass\nfor i in",
+    "function f(x) {",
+    "public static int g(int a) { return a; }\ndef mul(x, y):\n    return",
+]
+
+
+def _bpe_tokenizer() -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS * 20, trainer)
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=_bpe_tokenizer(), eos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+
+
+def _tiny_llama(vocab_size: int) -> transformers.LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    return transformers.LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return _tiny_llama(len(tokenizer))
+
+
+def _greedy_alone(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """The reference: one prompt, no padding, plain `generate`."""
+    encoded = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(
+            **encoded,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    return tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def _ascii_piece(text: str, start: int, size: int) -> str:
+    """A printable substring of `text` at or after `start` (random models emit stray bytes)."""
+    for begin in range(start, len(text) - size):
+        piece = text[begin : begin + size]
+        if piece.isascii() and piece.isprintable():
+            return piece
+    raise AssertionError(f"no printable piece of length {size} in {text!r}")
+
+
+# pass@k
+
+
+def test_pass_at_k_known_values():
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(10, 0, 5) == 0.0
+    assert pass_at_k(10, 10, 1) == 1.0
+    assert pass_at_k(10, 1, 10) == 1.0
+    assert pass_at_k(10, 0, 10) == 0.0
+
+
+def test_pass_at_k_matches_the_binomial_formula():
+    for n, c, k in [(20, 5, 3), (200, 13, 10), (7, 2, 4), (50, 49, 2)]:
+        exact = 1 - math.comb(n - c, k) / math.comb(n, k)
+        assert pass_at_k(n, c, k) == pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(5, 1, 6), (5, 6, 1), (5, -1, 1), (5, 1, 0), (0, 0, 1)])
+def test_pass_at_k_rejects_impossible_counts(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_mean_pass_at_k_averages_over_problems():
+    assert mean_pass_at_k([(10, 3), (10, 0), (10, 10)], 1) == pytest.approx((0.3 + 0.0 + 1.0) / 3)
+    assert math.isnan(mean_pass_at_k([], 1))
+
+
+# generation
+
+
+def test_truncate_at_stop_cuts_at_the_earliest_stop():
+    assert truncate_at_stop("a\nb\ndef c\nclass d", ["\nclass", "\ndef"]) == "a\nb"
+    assert truncate_at_stop("no stop here", ["\ndef"]) == "no stop here"
+    assert truncate_at_stop("abc", []) == "abc"
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(model, tokenizer):
+    config = GenerationConfig(max_new_tokens=20, batch_size=2)
+    batched = generate_completions(model, tokenizer, PROMPTS, [], config)
+    alone = [_greedy_alone(model, tokenizer, prompt, 20) for prompt in PROMPTS]
+    assert [texts[0] for texts in batched] == alone
+
+
+def test_completions_come_back_in_the_prompts_order(model, tokenizer):
+    config = GenerationConfig(max_new_tokens=12, batch_size=3)
+    forward = generate_completions(model, tokenizer, PROMPTS, [], config)
+    backward = generate_completions(model, tokenizer, PROMPTS[::-1], [], config)
+    assert backward == forward[::-1]
+    assert len({texts[0] for texts in forward}) > 1  # distinct prompts, distinct answers: order is observable
+
+
+def test_completion_is_cut_before_the_stop_sequence(model, tokenizer):
+    prompt = PROMPTS[2]
+    full = _greedy_alone(model, tokenizer, prompt, 30)
+    stop = _ascii_piece(full, 5, 2)
+    expected = full[: full.index(stop)]
+    config = GenerationConfig(max_new_tokens=30, batch_size=4)
+    [[completion]] = generate_completions(model, tokenizer, [prompt], [stop], config)
+    assert completion == expected
+    assert stop not in completion
+
+
+def test_batched_greedy_with_stops_equals_one_at_a_time_truncated(model, tokenizer):
+    alone = [_greedy_alone(model, tokenizer, prompt, 24) for prompt in PROMPTS]
+    stops = [_ascii_piece(alone[2], 4, 2), _ascii_piece(alone[0], 6, 1)]
+    config = GenerationConfig(max_new_tokens=24, batch_size=8)
+    batched = generate_completions(model, tokenizer, PROMPTS, stops, config)
+    assert [texts[0] for texts in batched] == [truncate_at_stop(text, stops) for text in alone]
+
+
+def test_batch_stops_early_once_every_sequence_hit_a_stop(model, tokenizer):
+    alone = [_greedy_alone(model, tokenizer, prompt, 10) for prompt in PROMPTS[:3]]
+    stops = [_ascii_piece(text, 1, 1) for text in alone]
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        generate_completions(model, tokenizer, PROMPTS[:3], stops, GenerationConfig(max_new_tokens=200))
+    finally:
+        handle.remove()
+    assert 0 < len(calls) < 20
+
+
+def test_sampling_gives_num_samples_reproducible_completions(model, tokenizer):
+    config = GenerationConfig(max_new_tokens=10, batch_size=4, do_sample=True, num_samples=3)
+    first = generate_completions(model, tokenizer, PROMPTS[:3], [], config, seed=1)
+    again = generate_completions(model, tokenizer, PROMPTS[:3], [], config, seed=1)
+    other = generate_completions(model, tokenizer, PROMPTS[:3], [], config, seed=2)
+    assert [len(texts) for texts in first] == [3, 3, 3]
+    assert first == again
+    assert first != other
+    assert len(set(first[0])) > 1
+
+
+def test_sampling_leaves_the_callers_random_stream_alone(model, tokenizer):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    config = GenerationConfig(max_new_tokens=5, do_sample=True, num_samples=2)
+    generate_completions(model, tokenizer, PROMPTS[:2], [], config, seed=7)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_tokenizer_without_pad_token_is_padded_with_eos_and_restored(model):
+    bare = transformers.PreTrainedTokenizerFast(tokenizer_object=_bpe_tokenizer(), eos_token="<|endoftext|>")
+    assert bare.pad_token is None
+    side = bare.padding_side
+    batched = generate_completions(model, bare, PROMPTS, [], GenerationConfig(max_new_tokens=8))
+    alone = [_greedy_alone(model, bare, prompt, 8) for prompt in PROMPTS]
+    assert [texts[0] for texts in batched] == alone
+    assert bare.pad_token is None
+    assert bare.padding_side == side
+
+
+# ref_nll
+
+
+def _hand_nll(model, tokenizer, prompt: str, completion: str, mask_prompt: bool = True) -> tuple[float, int]:
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    input_ids = torch.tensor([prompt_ids + completion_ids])
+    labels = input_ids.clone()
+    if mask_prompt:
+        labels[0, : len(prompt_ids)] = -100
+    n = int((labels[0, 1:] != -100).sum())
+    with torch.inference_mode():
+        loss = model(input_ids=input_ids, labels=labels).loss
+    return float(loss) * n, n
+
+
+PAIRS = [
+    ("def add(a, b):\n", "    return a + b\n"),
+    ("x", " = 1"),
+    ("class Foo:\n    def bar(self):\n", "        pass\nfor i in range(10):\n    print(i)\n"),
+]
+
+
+def test_pair_nll_equals_the_models_own_loss_on_one_pair(model, tokenizer):
+    scored = per_pair_nll(model, tokenizer, PAIRS, batch_size=3)
+    for (prompt, completion), (nll, n) in zip(PAIRS, scored, strict=True):
+        hand_nll, hand_n = _hand_nll(model, tokenizer, prompt, completion)
+        assert n == hand_n
+        assert nll == pytest.approx(hand_nll, rel=1e-4)
+
+
+def test_prompt_tokens_are_not_scored(model, tokenizer):
+    prompt, completion = PAIRS[2]
+    [(nll, n)] = per_pair_nll(model, tokenizer, [(prompt, completion)])
+    assert n == len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    unmasked_nll, unmasked_n = _hand_nll(model, tokenizer, prompt, completion, mask_prompt=False)
+    assert unmasked_n > n
+    assert nll != pytest.approx(unmasked_nll, rel=1e-3)
+    [(other_nll, other_n)] = per_pair_nll(model, tokenizer, [("public static int g", completion)])
+    assert other_n == n  # a different prompt changes the context, never the count
+    assert other_nll != pytest.approx(nll, rel=1e-4)
+
+
+def test_reference_nll_is_a_token_weighted_mean(model, tokenizer):
+    scored = per_pair_nll(model, tokenizer, PAIRS)
+    token_mean = sum(nll for nll, _ in scored) / sum(n for _, n in scored)
+    mean_of_means = sum(nll / n for nll, n in scored) / len(scored)
+    assert reference_nll(model, tokenizer, PAIRS, batch_size=2) == pytest.approx(token_mean, rel=1e-5)
+    assert token_mean != pytest.approx(mean_of_means, rel=1e-3)
+
+
+def test_reference_nll_of_nothing_is_nan(model, tokenizer):
+    assert math.isnan(reference_nll(model, tokenizer, []))
+    assert math.isnan(reference_nll(model, tokenizer, [("def f():\n", "")]))
+
+
+def test_long_prompt_is_cut_from_the_left_keeping_the_completion(model, tokenizer):
+    prompt = "".join(CORPUS) * 3
+    completion = "    return x * y\n"
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    max_length = 40
+    [(nll, n)] = per_pair_nll(model, tokenizer, [(prompt, completion)], max_length=max_length)
+    assert n == len(completion_ids)
+    kept_prompt_ids = tokenizer(prompt)["input_ids"][-(max_length - len(completion_ids)) :]
+    input_ids = torch.tensor([kept_prompt_ids + completion_ids])
+    labels = input_ids.clone()
+    labels[0, : len(kept_prompt_ids)] = -100
+    with torch.inference_mode():
+        loss = model(input_ids=input_ids, labels=labels).loss
+    assert nll == pytest.approx(float(loss) * n, rel=1e-4)
+
+
+def test_training_on_a_pair_lowers_its_reference_nll(tokenizer):
+    model = _tiny_llama(len(tokenizer))
+    pair = ("def add(a, b):\n", "    return a + b\n")
+    before = reference_nll(model, tokenizer, [pair])
+    prompt_ids = tokenizer(pair[0])["input_ids"]
+    input_ids = torch.tensor([prompt_ids + tokenizer(pair[1], add_special_tokens=False)["input_ids"]])
+    labels = input_ids.clone()
+    labels[0, : len(prompt_ids)] = -100
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(30):
+        optimizer.zero_grad()
+        model(input_ids=input_ids, labels=labels).loss.backward()
+        optimizer.step()
+    after = reference_nll(model, tokenizer, [pair])
+    assert model.training  # evaluation hands the model back in the mode it came in
+    assert after < before / 2
