@@ -34,6 +34,7 @@ class GenerationConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     num_samples: int = 1
+    keep_stop: bool = False
 
 
 def completion_text(
@@ -53,15 +54,17 @@ def completion_text(
     return tokenizer.decode(generated_ids, skip_special_tokens=True)
 
 
-def truncate_at_stop(text: str, stop_sequences: Sequence[str]) -> str:
-    """Cut `text` before the earliest occurrence of any stop sequence (the stop sequence is not kept)."""
-    cut = len(text)
+def truncate_at_stop(text: str, stop_sequences: Sequence[str], keep_stop: bool = False) -> str:
+    """Cut `text` at the earliest stop sequence; `keep_stop` keeps it (brace languages: the "\n}" that
+    closes the function belongs to the completion)."""
+    cut = None
     for stop in stop_sequences:
-        if stop:
-            index = text.find(stop)
-            if index != -1:
-                cut = min(cut, index)
-    return text[:cut]
+        index = text.find(stop) if stop else -1
+        if index != -1 and (cut is None or index < cut[0]):
+            cut = (index, len(stop))
+    if cut is None:
+        return text
+    return text[: cut[0] + (cut[1] if keep_stop else 0)]
 
 
 class _StopSequenceCriteria(StoppingCriteria):
@@ -149,7 +152,7 @@ def _generate_batch(
         **_decoding_kwargs(tokenizer, config, n),
     )
     texts = [
-        truncate_at_stop(completion_text(tokenizer, prompt, row[width:].tolist()), stop_sequences)
+        truncate_at_stop(completion_text(tokenizer, prompt, row[width:].tolist()), stop_sequences, config.keep_stop)
         for prompt, row in zip(expanded, output, strict=True)
     ]
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]

@@ -31,9 +31,11 @@ def evaluate_language(model, tokenizer, language: str, spec: dict[str, Any], dat
                       reference_dir: Path) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Metrics of one eval language and one record per problem (prompt, completion, verdict)."""
     problems = load_problems(language, split="test", data_dir=data_dir, limit=spec["eval_problems"])
-    gen = GenerationConfig(max_new_tokens=spec["max_new_tokens"], batch_size=spec["batch_size"])
+    recipe = RECIPES[language]
+    gen = GenerationConfig(max_new_tokens=spec["max_new_tokens"], batch_size=spec["batch_size"],
+                           keep_stop=recipe.keep_stop)
     completions = generate_completions(model, tokenizer, [format_problem(p) for p in problems],
-                                       RECIPES[language].stop_sequences, gen)
+                                       recipe.stop_sequences, gen)
     limits = Limits(timeout_s=spec["timeout_s"])
     programs = [assemble(p.prompt, c[0], p.test, language, p.entry_point, p.task_id).model_copy(
         update={"limits": limits}) for p, c in zip(problems, completions, strict=True)]

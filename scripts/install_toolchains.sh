@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Install what itt_sweep.execution needs to run generated code: bubblewrap (the sandbox) and the compilers /
+# runtimes of the MBXP languages, plus the npm packages the JavaScript/TypeScript tests `require`.
+#
+# Run:   scripts/install_toolchains.sh                 # every language with a recipe
+#        scripts/install_toolchains.sh python java     # only these
+# Needs: root for apt-get (Debian/Ubuntu); npm for the JS/TS packages. Idempotent: what is present is skipped.
+# npm packages go to $ITT_TOOLCHAIN_DIR/node_modules (default ./.cache/toolchains), which the recipes put on
+# NODE_PATH. Afterwards `itt-sweep doctor` (or itt_sweep.execution.doctor()) says which languages are ready.
+set -euo pipefail
+
+TOOLCHAIN_DIR="${ITT_TOOLCHAIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/.cache/toolchains}"
+ALL_LANGUAGES=(python javascript typescript java cpp perl ruby php go)
+LANGUAGES=("${@:-${ALL_LANGUAGES[@]}}")
+
+# language -> "what-must-exist=debian-package ..." (a command on PATH, or a Perl module)
+declare -A APT=(
+  [python]="python3=python3"
+  [javascript]="node=nodejs npm=npm"
+  [typescript]="node=nodejs npm=npm"
+  [java]="javac=default-jdk-headless"
+  [cpp]="g++=g++"
+  [perl]="perl=perl Data::Compare=libdata-compare-perl"
+  [ruby]="ruby=ruby"
+  [php]="php=php-cli"
+  [go]="go=golang-go"
+)
+declare -A NPM=(
+  [javascript]="lodash@4"
+  [typescript]="lodash@4 typescript@5 @types/node@20 mathjs@12 heap-js@2"
+)
+
+have() {  # have THING: a command on PATH, or (with ::) an installed Perl module
+  case "$1" in
+    *::*) perl -M"$1" -e 1 2>/dev/null ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
+packages=()
+command -v bwrap >/dev/null 2>&1 || packages+=(bubblewrap)
+npm_packages=()
+for language in "${LANGUAGES[@]}"; do
+  if [[ -z "${APT[$language]+set}" ]]; then
+    echo "no toolchain recipe for '$language' (known: ${ALL_LANGUAGES[*]})" >&2
+    exit 2
+  fi
+  for pair in ${APT[$language]}; do
+    have "${pair%%=*}" || packages+=("${pair#*=}")
+  done
+  for package in ${NPM[$language]:-}; do
+    npm_packages+=("$package")
+  done
+done
+
+if ((${#packages[@]})); then
+  mapfile -t packages < <(printf '%s\n' "${packages[@]}" | sort -u)
+  echo "apt-get install: ${packages[*]}"
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "need root for apt-get; run: sudo apt-get install -y --no-install-recommends ${packages[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
+else
+  echo "system toolchains: all present"
+fi
+
+if ((${#npm_packages[@]})); then
+  mapfile -t npm_packages < <(printf '%s\n' "${npm_packages[@]}" | sort -u)
+  mkdir -p "$TOOLCHAIN_DIR"
+  missing=()
+  for spec in "${npm_packages[@]}"; do
+    name="${spec%@*}"
+    [[ -d "$TOOLCHAIN_DIR/node_modules/$name" ]] || missing+=("$spec")
+  done
+  if ((${#missing[@]})); then
+    echo "npm install into $TOOLCHAIN_DIR: ${missing[*]}"
+    [[ -f "$TOOLCHAIN_DIR/package.json" ]] || echo '{"private": true}' >"$TOOLCHAIN_DIR/package.json"
+    npm install --prefix "$TOOLCHAIN_DIR" --no-audit --no-fund --silent "${missing[@]}"
+  else
+    echo "npm packages: all present in $TOOLCHAIN_DIR"
+  fi
+fi
+
+# A precompiled <bits/stdc++.h> makes each C++ compile ~3x faster. The flags must equal CPP_FLAGS in
+# src/itt_sweep/execution/recipes.py, or g++ silently ignores the header.
+if [[ " ${LANGUAGES[*]} " == *" cpp "* ]]; then
+  pch="$TOOLCHAIN_DIR/pch/bits/stdc++.h.gch"
+  includes=$(echo '#include <bits/stdc++.h>' | g++ -std=c++17 -x c++ -H -fsyntax-only - 2>&1)
+  header=$(awk '/bits\/stdc\+\+\.h$/ {print $2; exit}' <<<"$includes")
+  if [[ -f "$pch" && "$pch" -nt "$header" ]]; then
+    echo "c++ precompiled header: present"
+  else
+    mkdir -p "$(dirname "$pch")"
+    g++ -std=c++17 -O1 -x c++-header "$header" -o "$pch.tmp" && mv "$pch.tmp" "$pch"
+    echo "c++ precompiled header: built $pch"
+  fi
+fi
+
+# The executor runs bwrap as an unprivileged user (when root, a leased uid), so probe it as one.
+as_user=()
+[[ $(id -u) -eq 0 ]] && command -v setpriv >/dev/null && as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+if (cd / && "${as_user[@]}" bwrap --unshare-all --die-with-parent --ro-bind / / --proc /proc --dev /dev true); then
+  echo "bwrap: works"
+else
+  echo "bwrap: installed but cannot create namespaces here (execute() will refuse unless allow_unsandboxed)" >&2
+fi
