@@ -77,5 +77,5 @@ def test_reduced_smoke_sweep_logs_runs_metrics_and_heatmap(smoke_raw, tmp_path, 
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "heatmaps")}
     assert "heatmaps/heatmap_python_pass_at_1.png" in parent_artifacts
 
-    record = json.loads((sweep_dir / "trials" / "none__python__s0__fixed" / "metrics.json").read_text())
+    record = json.loads((sweep_dir / "trials" / "none__python__s0__n0" / "metrics.json").read_text())
     assert set(record["eval"]) == {"python", "javascript"}

@@ -155,8 +155,9 @@ class SearchSpec(_Strict):
     num_samples: PositiveInt = 1
     space: dict[str, Distribution] = {}
     scheduler: Literal["none", "asha"] = "none"
-    metric: Literal["val_loss"] = "val_loss"
+    scheduler_scope: Literal["cell", "sweep"] = "cell"
     grace_period: PositiveInt = 1
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
 
     @field_validator("space")
     @classmethod
@@ -165,6 +166,13 @@ class SearchSpec(_Strict):
         if unknown:
             raise ValueError(f"cannot search {unknown}; allowed: {', '.join(SEARCHABLE)}")
         return space
+
+    @model_validator(mode="after")
+    def _samples_need_a_space(self) -> SearchSpec:
+        if self.num_samples > 1 and not self.space:
+            raise ValueError(f"num_samples: {self.num_samples} samples of an empty search space would be "
+                             "identical trials; add search.space or use more seeds in matrix.seeds")
+        return self
 
 
 class MatrixSpec(_Strict):
@@ -204,6 +212,15 @@ class StorageSpec(_Strict):
 class TrackingSpec(_Strict):
     uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None
+    deliver_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, uri: str) -> str:
+        if not uri.startswith(("sqlite:///", "http://", "https://", "postgresql://", "databricks")):
+            raise ValueError(f"unsupported tracking uri {uri!r}; use sqlite:///PATH, http(s)://HOST:PORT "
+                             "(an MLflow server) or postgresql://...")
+        return uri
 
 
 class SweepConfig(_Strict):

@@ -10,31 +10,18 @@ from typing import Any
 
 import yaml
 
-from itt_sweep.config import SweepConfig, load_sweep
+from itt_sweep.config import SweepConfig, load_sweep, trial_count
 from itt_sweep.sweep.prepare import preflight, sweep_context
+from itt_sweep.sweep.progress import ProgressTable
+from itt_sweep.sweep.schedulers import make_scheduler
+from itt_sweep.sweep.search import CellSearcher
 from itt_sweep.sweep.trial import run_trial
 
 log = logging.getLogger(__name__)
 TUNE_DIR = "tune"
-
-
-def search_space(sweep: SweepConfig) -> dict[str, Any]:
-    from ray import tune
-
-    makers = {"loguniform": lambda d: tune.loguniform(d.low, d.high),
-              "uniform": lambda d: tune.uniform(d.low, d.high),
-              "randint": lambda d: tune.randint(int(d.low), int(d.high)),
-              "choice": lambda d: tune.choice(d.values)}
-    return {name: makers[dist.type](dist) for name, dist in sweep.search.space.items()}
-
-
-def scheduler(sweep: SweepConfig):
-    if sweep.search.scheduler == "none":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr="target_step", metric="target_val_loss", mode="min",
-                         max_t=sweep.stages.target.steps, grace_period=sweep.search.grace_period)
+# Trials fail over to their outbox quickly instead of sitting in MLflow's default retry backoff (minutes).
+TRIAL_ENV = {"TOKENIZERS_PARALLELISM": "false", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 def init_ray() -> None:
@@ -43,9 +30,15 @@ def init_ray() -> None:
 
     if ray.is_initialized():
         return
+    # Stage-1 results carry no stage-2 loss; ASHA and the searcher skip results without their metric.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     address = os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+             runtime_env={"env_vars": TRIAL_ENV})
+
+
+def callbacks(sweep: SweepConfig) -> list:
+    return [ProgressTable(total=trial_count(sweep), concurrency=sweep.resources.max_concurrent_trials)]
 
 
 def trainable(ctx: dict[str, Any]):
@@ -55,16 +48,17 @@ def trainable(ctx: dict[str, Any]):
 
 
 def start_tracking(sweep: SweepConfig, ctx: dict[str, Any], sweep_path: Path) -> None:
-    from itt_sweep.tracking.mlflow_runs import client_for, experiment_id, find_or_create_run
+    from itt_sweep.tracking.mlflow_runs import absolute_uri, client_for, experiment_id, find_or_create_run
 
-    client = client_for(sweep.tracking.uri)
+    uri = absolute_uri(sweep.tracking.uri)
+    client = client_for(uri)
     exp = experiment_id(client, sweep.tracking.experiment or f"itt-sweep/{sweep.name}")
     tags = {"itt.sweep": sweep.name, "itt.sweep_hash": sweep.config_hash(), "itt.role": "sweep"}
     parent = find_or_create_run(client, exp, tags, run_name=sweep.name, key_tags=("itt.sweep", "itt.sweep_hash"))
     resolved = Path(ctx["sweep_dir"]) / "sweep.resolved.yaml"
     resolved.write_text(f"# resolved from {sweep_path}\n" + yaml.safe_dump(ctx["sweep"], sort_keys=False))
     client.log_artifact(parent, str(resolved))
-    ctx.update(tracking_uri=sweep.tracking.uri, experiment_id=exp, parent_run_id=parent)
+    ctx.update(tracking_uri=uri, experiment_id=exp, parent_run_id=parent)
 
 
 def run_sweep(sweep_path: str | Path) -> SweepOutcome:
@@ -76,13 +70,12 @@ def run_sweep(sweep_path: str | Path) -> SweepOutcome:
     init_ray()
     from ray import tune
 
-    cells = [list(c) for c in sweep.cells()]
     tuner = tune.Tuner(
         trainable(ctx),
-        param_space={"cell": tune.grid_search(cells), "hp": search_space(sweep)},
-        tune_config=tune.TuneConfig(num_samples=sweep.search.num_samples, scheduler=scheduler(sweep),
+        tune_config=tune.TuneConfig(search_alg=CellSearcher(sweep), scheduler=make_scheduler(sweep),
+                                    num_samples=trial_count(sweep),
                                     max_concurrent_trials=sweep.resources.max_concurrent_trials),
-        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=ctx["sweep_dir"],
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=ctx["sweep_dir"], callbacks=callbacks(sweep), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures)),
     )
     results = tuner.fit()
@@ -103,7 +96,7 @@ def resume_sweep(sweep_dir: str | Path, resume_errored: bool = True) -> SweepOut
     from ray import tune
 
     tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=trainable(ctx),
-                               resume_errored=resume_errored)
+                               resume_errored=resume_errored, restart_errored=False)
     return finish_sweep(sweep, ctx, tuner.fit())
 
 
@@ -116,16 +109,19 @@ class SweepOutcome:
 
 
 def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> SweepOutcome:
-    from itt_sweep.analysis.heatmap import write_outputs
-    from itt_sweep.analysis.results import records_from_dirs, records_from_mlflow, to_frame
+    from itt_sweep.analysis.report import write_outputs
+    from itt_sweep.analysis.results import load_records, to_frame
     from itt_sweep.tracking.mlflow_runs import client_for
+    from itt_sweep.tracking.trial_run import deliver_pending
 
     errors = [r for r in results if r.error]
-    try:
-        records = records_from_mlflow(ctx["tracking_uri"], ctx["parent_run_id"])
-    except Exception as exc:  # noqa: BLE001  (MLflow down: the run dirs hold the same numbers)
-        log.warning("MLflow unavailable (%s); building the heatmap from run directories", exc)
-        records = records_from_dirs(Path(ctx["sweep_dir"]))
+    undelivered = deliver_pending(Path(ctx["sweep_dir"]))
+    if undelivered:
+        log.warning("%d trial(s) still have MLflow calls queued; run `itt-sweep sync %s` when the server is back",
+                    undelivered, ctx["sweep_dir"])
+    # MLflow first; when it is down (or lost runs) the trial directories hold the same numbers.
+    records, origin = load_records(Path(ctx["sweep_dir"]), ctx["tracking_uri"], ctx["parent_run_id"])
+    log.info("transfer tables from %s: %d trial record(s)", origin, len(records))
     out = Path(ctx["sweep_dir"]) / "heatmaps"
     out.mkdir(exist_ok=True)
     paths = write_outputs(to_frame(records), out) if records else []

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from itt_sweep.config import Cell, StageSpec, SweepConfig, stable_hash
+from itt_sweep.config import Cell, StageSpec, SweepConfig
 from itt_sweep.data.tasks import NONE, task_version
 from itt_sweep.train.stage import run_stage, stage_key, stage_metrics
 
@@ -29,10 +29,6 @@ def apply_overrides(sweep: SweepConfig, hp: dict[str, Any]) -> SweepConfig:
             target = target[part]
         target[field] = value
     return SweepConfig.model_validate(raw)
-
-
-def trial_key(cell: Cell, hp: dict[str, Any]) -> str:
-    return f"{cell.key}__{stable_hash(hp, 8) if hp else 'fixed'}"
 
 
 def stage_job(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, stage_name: str, spec: StageSpec,
@@ -66,30 +62,36 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     cell = Cell(*config["cell"])
     hp = config.get("hp", {})
     sweep = apply_overrides(SweepConfig.model_validate(ctx["sweep"]), hp)
-    key = trial_key(cell, hp)
+    key = config["trial_key"]
     trial_dir = Path(ctx["sweep_dir"]) / "trials" / key
     trial_dir.mkdir(parents=True, exist_ok=True)
     tags = {"itt.intermediate_task": cell.intermediate_task, "itt.source_language": cell.source_language,
             "itt.seed": str(cell.seed), "itt.cell": cell.key, "itt.sweep": sweep.name}
-    run = TrialRun(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], key, tags)
+    run = TrialRun(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], key, tags,
+                   trial_dir / ".tracking")
+    run.start()
     run.log_params({"hp": hp, "stages": sweep.stages.model_dump(), "training": sweep.training.model_dump(),
                     "model": sweep.model.name})
     (trial_dir / "config.json").write_text(json.dumps({"cell": list(cell), "hp": hp, "trial_key": key,
                                                        "sweep": sweep.model_dump(mode="json")}, indent=1))
     try:
         model_dir, val_loss = train_stages(sweep, ctx, cell, run)
+        tune.report({"stage": "eval", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss})
         spec = {**sweep.evaluation.model_dump(), "eval_problems": sweep.data.eval_problems}
         metrics, records = evaluate_model(model_dir, sweep.eval_languages, spec, Path(ctx["data_dir"]),
                                           Path(ctx["storage_root"]) / "references")
     except BaseException:
         run.finish("FAILED")
+        run.deliver(timeout_s=10)
         raise
     write_outputs(trial_dir, cell, key, val_loss, metrics, records)
     run.log_eval(metrics, val_loss)
-    run.log_artifacts(trial_dir)
+    run.log_artifacts([trial_dir / "config.json", trial_dir / "metrics.json", trial_dir / "completions"])
     run.finish()
+    run.deliver(timeout_s=sweep.tracking.deliver_timeout_s)
     flat = {f"eval/{lang}/{name}": v for lang, per in metrics.items() for name, v in per.items()}
-    tune.report({"target_val_loss": val_loss, "trial_key": key, "done_stages": 3, **flat})
+    tune.report({"stage": "done", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss,
+                 "trial_key": key, **flat})
 
 
 def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tuple[Path, float]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -19,6 +20,15 @@ BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 class TrackingUnavailableError(RuntimeError):
     """The tracking server cannot be reached; raised before any trial starts."""
+
+
+def absolute_uri(uri: str) -> str:
+    """A relative sqlite path made absolute: Ray runs trials in other working directories, where a relative
+    `sqlite:///mlflow.db` would silently create a second, empty store."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -66,17 +76,6 @@ def log_metrics_batch(client: MlflowClient, run_id: str, rows: Iterable[tuple[st
     metrics = [Metric(key, float(value), now, int(step)) for key, value, step in rows]
     for i in range(0, len(metrics), BATCH):
         client.log_batch(run_id, metrics=metrics[i:i + BATCH])
-
-
-def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    existing = client.get_run(run_id).data.params
-    fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
-    for i in range(0, len(fresh), 100):
-        client.log_batch(run_id, params=fresh[i:i + 100])
-
-
-def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def flatten(prefix: str, nested: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 It runs in every Ray Train worker (`train_loop_per_worker`) and, for the GPU benchmark, without Ray through
 `run_stage_loop(job, LocalSession())`. Everything a worker needs is in the job dict, so the loop is the same
 on a laptop and on a cluster.
+
+Optional job keys, used by the GPU benchmark (benchmarks/bench_train.py) and harmless elsewhere:
+`model_config` (a fresh model from a config instead of the `init_model` checkpoint), `data.kind: synthetic`
+(random full-length token rows), `training.compile` (torch.compile through DeepSpeed) and `export: false`
+(no final Hugging Face export). Every step's wall time is kept in the history (`step_time`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import torch
 
-from itt_sweep.train.batches import collate, encode_pairs, rank_micro_batches, step_indices
+from itt_sweep.train.batches import Encoded, collate, encode_pairs, rank_micro_batches, step_indices
 from itt_sweep.train.ds_config import deepspeed_config
 from itt_sweep.train.session import LocalSession, RaySession, Session
 from itt_sweep.train.stage_data import stage_pairs
@@ -47,19 +52,38 @@ def lr_lambda(warmup: int, total: int):
     return factor
 
 
-def build_engine(job: dict[str, Any], world_size: int):
-    import deepspeed
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def build_model(job: dict[str, Any]):
+    """(model, tokenizer) from the `init_model` checkpoint, or a fresh model from `model_config` and no tokenizer.
 
-    stage, training = job["stage"], job["training"]
+    The fresh model is built on the GPU directly: initialising 1B parameters on the host takes longer than the
+    benchmark's timed steps.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if job.get("model_config"):
+        use_gpu = job["training"]["use_gpu"]
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_gpu else torch.device("cpu")
+        torch.manual_seed(job["seed"])
+        with device:
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**job["model_config"]),
+                                                     dtype=torch.float32)
+        return model, None
     tokenizer = AutoTokenizer.from_pretrained(job["init_model"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(job["init_model"], dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(job["init_model"], dtype=torch.float32), tokenizer
+
+
+def build_engine(job: dict[str, Any], world_size: int):
+    import deepspeed
+
+    stage, training = job["stage"], job["training"]
+    model, tokenizer = build_model(job)
     if training["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage["learning_rate"],
-                                  weight_decay=stage["weight_decay"], betas=(0.9, 0.95))
+                                  weight_decay=stage["weight_decay"], betas=(0.9, 0.95),
+                                  fused=True if training["use_gpu"] else None)  # one kernel for all params
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage["warmup_steps"], stage["steps"]))
     micro = max(1, math.ceil(stage["batch_size"] / (world_size * stage["grad_accum_steps"])))
     config = deepspeed_config(
@@ -68,14 +92,42 @@ def build_engine(job: dict[str, Any], world_size: int):
         offload_optimizer=training["offload_optimizer"], offload_params=training["offload_params"])
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=config)
+    if training.get("compile"):
+        engine.compile()  # torch.compile of the module; DeepSpeed keeps its gradient hooks outside the graph
     return engine, tokenizer, micro
 
 
-def mean_over_ranks(value: float) -> float:
+def synthetic_examples(n: int, seq_len: int, vocab_size: int, seed: int) -> list[Encoded]:
+    """Random full-length rows, every token in the loss: what a throughput benchmark needs, no padding."""
+    rows = torch.randint(0, vocab_size, (n, seq_len), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [Encoded(row, row) for row in rows]
+
+
+def stage_examples(job: dict[str, Any], tokenizer) -> tuple[list[Encoded], list[Encoded]]:
+    data, seq_len = job["data"], job["stage"]["seq_len"]
+    if data["kind"] == "synthetic":
+        vocab = data["vocab_size"]
+        return (synthetic_examples(data["train_examples"], seq_len, vocab, job["seed"]),
+                synthetic_examples(data.get("val_examples", 0), seq_len, vocab, job["seed"] + 1))
+    train_pairs, val_pairs = stage_pairs(job)
+    return encode_pairs(tokenizer, train_pairs, seq_len), encode_pairs(tokenizer, val_pairs, seq_len)
+
+
+def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """The batch on the device; an all-ones attention mask is dropped (the same attention without it).
+
+    Without a mask SDPA takes its causal fast path (flash attention); with one, torch.compile never does.
+    """
+    if bool(batch["attention_mask"].all()):
+        batch = {k: v for k, v in batch.items() if k != "attention_mask"}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def mean_over_ranks(value: float, device) -> float:
     """The logged train loss is the mean of all ranks' losses, not rank 0's share."""
     if not torch.distributed.is_initialized():
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=device)  # NCCL reduces only GPU tensors
     torch.distributed.all_reduce(t)
     return float(t.item() / torch.distributed.get_world_size())
 
@@ -84,28 +136,27 @@ def mean_over_ranks(value: float) -> float:
 def validation_loss(engine, val_set, pad_id: int, micro: int, rank: int, world: int) -> float:
     """Token-weighted loss over the whole validation set, summed across ranks."""
     engine.eval()
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(2, dtype=torch.float64, device=engine.device)
     mine = list(range(rank, len(val_set), world))
     for i in range(0, len(mine), micro):
-        batch = {k: v.to(engine.device) for k, v in collate([val_set[j] for j in mine[i:i + micro]], pad_id).items()}
-        n_tokens = (batch["labels"][:, 1:] != -100).sum()
+        batch = to_device(collate([val_set[j] for j in mine[i:i + micro]], pad_id), engine.device)
+        n_tokens = (batch["labels"][:, 1:] != -100).sum().double()
         loss = engine(**batch).loss
-        totals += torch.tensor([loss.float().item() * n_tokens.item(), n_tokens.item()], dtype=torch.float64)
+        totals += torch.stack([loss.double() * n_tokens, n_tokens])
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(totals)
     engine.train()
-    return float(totals[0] / max(totals[1], 1))
+    return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
 
 
 def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
-    """Train one stage; returns the final metrics (rank 0's view)."""
+    """Train one stage; returns the final metrics (rank 0's view) and, under "history", the per-step log."""
     prepare_runtime(job["training"]["use_gpu"])
     rank, world = session.rank, session.world_size
     stage = job["stage"]
     engine, tokenizer, micro = build_engine(job, world)
-    train_pairs, val_pairs = stage_pairs(job)
-    train_set = encode_pairs(tokenizer, train_pairs, stage["seq_len"])
-    val_set = encode_pairs(tokenizer, val_pairs, stage["seq_len"])
+    pad_id = tokenizer.pad_token_id if tokenizer is not None else 0
+    train_set, val_set = stage_examples(job, tokenizer)
     global_batch = micro * world * stage["grad_accum_steps"]
 
     start_step, history = 0, []
@@ -113,9 +164,9 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             if Path(ckpt_dir, "stage_metrics.json").exists():  # finished before a restart: hand it on
-                done = json.loads(Path(ckpt_dir, "stage_metrics.json").read_text())["final"]
-                session.report(done, checkpoint_dir=ckpt_dir if rank == 0 else None, export=True)
-                return done
+                done = json.loads(Path(ckpt_dir, "stage_metrics.json").read_text())
+                session.report(done["final"], checkpoint_dir=ckpt_dir if rank == 0 else None, export=True)
+                return {**done["final"], "history": done["history"]}
             _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
         start_step, history = client_state["step"], client_state["history"]
         session.log(f"resumed at step {start_step} from {checkpoint.path}")
@@ -123,22 +174,24 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
     prefix = job["stage_name"]
     val_loss, t0 = float("nan"), time.perf_counter()
     for step in range(start_step, stage["steps"]):
+        step_start = time.perf_counter()
         indices = step_indices(len(train_set), global_batch, step, job["seed"])
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=engine.device)
         micro_batches = rank_micro_batches(indices, rank, world, micro)
         for ids in micro_batches:
-            batch = {k: v.to(engine.device) for k, v in collate([train_set[i] for i in ids], tokenizer.pad_token_id).items()}
+            batch = to_device(collate([train_set[i] for i in ids], pad_id), engine.device)
             loss = engine(**batch).loss
             engine.backward(loss)
             engine.step()
-            step_loss += loss.item() / len(micro_batches)
-        step_loss = mean_over_ranks(step_loss)
+            step_loss += loss.detach().float() / len(micro_batches)
+        step_loss = mean_over_ranks(step_loss.item(), engine.device)  # .item() waits for the GPU: true step time
+        now = time.perf_counter()
         history.append({"step": step + 1, "train_loss": step_loss, "lr": engine.get_lr()[0],
-                        "time": time.perf_counter() - t0})
+                        "time": now - t0, "step_time": now - step_start})
         last = step + 1 == stage["steps"]
         metrics = {f"{prefix}_step": step + 1, f"{prefix}_train_loss": step_loss, "stage": prefix}
         if (step + 1) % stage["eval_every"] == 0 or last:
-            val_loss = validation_loss(engine, val_set, tokenizer.pad_token_id, micro, rank, world)
+            val_loss = validation_loss(engine, val_set, pad_id, micro, rank, world)
             history[-1]["val_loss"] = val_loss
             metrics[f"{prefix}_val_loss"] = val_loss
         if last:
@@ -149,8 +202,11 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
             session.report(metrics)
     final = {f"{prefix}_step": stage["steps"], f"{prefix}_val_loss": val_loss, "stage": prefix,
              f"{prefix}_train_loss": history[-1]["train_loss"] if history else float("nan")}
-    export_and_report(engine, tokenizer, session, final, history)
-    return final
+    if job.get("export", True):
+        export_and_report(engine, tokenizer, session, final, history)
+    else:
+        session.report(final)
+    return {**final, "history": history}
 
 
 def save_and_report(engine, session: Session, metrics: dict[str, Any], client_state: dict[str, Any]) -> None:
@@ -170,7 +226,8 @@ def export_and_report(engine, tokenizer, session: Session, metrics: dict[str, An
     with tempfile.TemporaryDirectory(prefix="itt-export-") as tmp:
         if session.rank == 0:
             engine.module.save_pretrained(tmp, state_dict={k: v.float() for k, v in state.items()})
-            tokenizer.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
             Path(tmp, "stage_metrics.json").write_text(json.dumps({"final": metrics, "history": history}))
         session.report(metrics, checkpoint_dir=tmp if session.rank == 0 else None, export=True)
 
