@@ -159,7 +159,7 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
     train_set, val_set = stage_examples(job, tokenizer)
     global_batch = micro * world * stage["grad_accum_steps"]
 
-    start_step, history = 0, []
+    start_step, history, resumes = 0, [], []
     checkpoint = session.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
@@ -169,6 +169,7 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
                 return {**done["final"], "history": done["history"]}
             _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
         start_step, history = client_state["step"], client_state["history"]
+        resumes = client_state.get("resumes", []) + [start_step]
         session.log(f"resumed at step {start_step} from {checkpoint.path}")
 
     prefix = job["stage_name"]
@@ -197,13 +198,13 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
         if last:
             break
         if (step + 1) % stage["checkpoint_every"] == 0:
-            save_and_report(engine, session, metrics, {"step": step + 1, "history": history})
+            save_and_report(engine, session, metrics, {"step": step + 1, "history": history, "resumes": resumes})
         elif f"{prefix}_val_loss" in metrics:
             session.report(metrics)
     final = {f"{prefix}_step": stage["steps"], f"{prefix}_val_loss": val_loss, "stage": prefix,
              f"{prefix}_train_loss": history[-1]["train_loss"] if history else float("nan")}
     if job.get("export", True):
-        export_and_report(engine, tokenizer, session, final, history)
+        export_and_report(engine, tokenizer, session, final, history, resumes)
     else:
         session.report(final)
     return {**final, "history": history}
@@ -217,7 +218,7 @@ def save_and_report(engine, session: Session, metrics: dict[str, Any], client_st
 
 
 def export_and_report(engine, tokenizer, session: Session, metrics: dict[str, Any],
-                      history: list[dict[str, Any]]) -> None:
+                      history: list[dict[str, Any]], resumes: list[int]) -> None:
     """Consolidated Hugging Face weights (ZeRO-3 shards gathered) so stage 3 and users can from_pretrained."""
     if engine.zero_optimization_stage() == 3:
         state = engine._zero3_consolidated_16bit_state_dict()
@@ -228,7 +229,8 @@ def export_and_report(engine, tokenizer, session: Session, metrics: dict[str, An
             engine.module.save_pretrained(tmp, state_dict={k: v.float() for k, v in state.items()})
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
-            Path(tmp, "stage_metrics.json").write_text(json.dumps({"final": metrics, "history": history}))
+            Path(tmp, "stage_metrics.json").write_text(
+                json.dumps({"final": metrics, "history": history, "resumed_from_steps": resumes}))
         session.report(metrics, checkpoint_dir=tmp if session.rank == 0 else None, export=True)
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,18 @@ def fit_stage(job: dict[str, Any], run_name: str, storage_path: str) -> Path:
                              failure_config=FailureConfig(max_failures=job.get("max_failures", 2)),
                              worker_runtime_env={"env_vars": worker_env(training["use_gpu"])}),
     )
+    record_fit(Path(storage_path), run_name)
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"stage {run_name} finished without an exported model")
     return Path(result.checkpoint.to_directory())
+
+
+def record_fit(storage: Path, run_name: str) -> None:
+    """One ledger line per training run started, so "never retrained" can be counted, not assumed."""
+    storage.mkdir(parents=True, exist_ok=True)
+    with (storage / "ledger.jsonl").open("a") as f:
+        f.write(json.dumps({"run": run_name, "pid": os.getpid(), "time": time.time()}) + "\n")
 
 
 def worker_env(use_gpu: bool) -> dict[str, str]:
