@@ -7,6 +7,7 @@ trial starts, with one message naming the field, and writes nothing.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,9 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
                             f"(install: {RECIPES[lang].install_hint}; see `itt-sweep doctor`)")
     if sweep.training.use_gpu and not _gpus_available():
         problems.append("training.use_gpu: true, but this machine has no GPU (set use_gpu: false)")
-    storage = Path(sweep.storage.path).expanduser()
-    probe = storage if storage.exists() else next((p for p in storage.parents if p.exists()), Path("/"))
-    if not os.access(probe, os.W_OK):
-        problems.append(f"storage.path: {storage} is not writable ({probe} is read-only for this user)")
+    storage_problem = check_writable(Path(sweep.storage.path).expanduser())
+    if storage_problem:
+        problems.append(f"storage.path: {storage_problem}")
     if problems:
         raise SweepFileError(source, problems)
     from itt_sweep.tracking.mlflow_runs import TrackingUnavailableError, check_reachable
@@ -48,6 +48,19 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
     except TrackingUnavailableError as exc:
         raise SweepFileError(source, [str(exc)]) from None
     return data
+
+
+def check_writable(path: Path) -> str | None:
+    """Why `path` cannot hold the sweep's outputs, or None; probes with a temp file that it removes again."""
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
+    if not probe.is_dir():
+        return f"{path} cannot be created: {probe} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        return f"{path} is not writable ({probe}: {exc.strerror})"
+    return None
 
 
 def _gpus_available() -> bool:
