@@ -94,3 +94,71 @@ def test_zero_stage_trains_in_two_ray_workers_and_exports_a_loadable_model(
     assert model.num_parameters() > 0
     again, trained_again = run_stage(job, tmp_path / "stages", str(tmp_path / "train"))
     assert again == entry and not trained_again  # the cache answers; nothing is retrained
+
+
+def test_packing_fills_rows_and_keeps_the_loss_mask():
+    from itt_sweep.train.batches import Encoded, pack
+
+    examples = [Encoded([1, 2, 3, 9], [-100, -100, 3, 9]), Encoded([4, 5, 9], [-100, 5, 9]),
+                Encoded([6, 7, 8, 9], [-100, 7, 8, 9])]
+    rows = pack(examples, seq_len=8)
+    assert [r.input_ids for r in rows] == [[1, 2, 3, 9, 4, 5, 9], [6, 7, 8, 9]]
+    assert rows[0].labels == [-100, -100, 3, 9, -100, 5, 9]
+    assert all(len(r.input_ids) <= 8 for r in rows)
+
+
+def test_two_concurrent_trials_sharing_a_stage_train_it_once(tiny_model, data_dir, tmp_path, local_ray):
+    """Both callers get the same cache entry; the ledger shows one training run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    job = stage_job(tiny_model, data_dir, 2, key="shared")
+    job["training"]["num_workers"] = 1
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: run_stage(job, tmp_path / "stages", str(tmp_path / "train")), range(2)))
+    assert results[0][0] == results[1][0]
+    assert sorted(trained for _, trained in results) == [False, True]
+    ledger = (tmp_path / "train" / "ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == 1
+
+
+def test_a_cache_entry_with_a_truncated_file_is_rebuilt(tiny_model, data_dir, tmp_path, local_ray):
+    job = stage_job(tiny_model, data_dir, 2, key="rebuilt")
+    job["training"]["num_workers"] = 1
+    entry, _ = run_stage(job, tmp_path / "stages", str(tmp_path / "train"))
+    with open(entry / "model.safetensors", "r+b") as f:
+        f.truncate(100)
+    again, trained = run_stage(job, tmp_path / "stages", str(tmp_path / "train2"))
+    assert trained and is_complete(again)
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(again)  # loads: the truncated file was replaced
+
+
+@pytest.mark.slow
+def test_killed_training_worker_resumes_from_the_last_checkpoint(tiny_model, data_dir, tmp_path, local_ray):
+    """SIGKILL the Ray Train worker after a registered checkpoint: FailureConfig restarts it from that step."""
+    import threading
+    import time
+
+    from tests.procs import cmdline, descendants, kill_tree
+
+    job = stage_job(tiny_model, data_dir, 2, key="killed")
+    job["training"]["num_workers"] = 1
+    job["stage"].update(steps=40, eval_every=4, checkpoint_every=4)
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(r=run_stage(job, tmp_path / "stages", str(tmp_path / "t"))))
+    thread.start()
+    snapshot = tmp_path / "t" / "stage-killed" / "checkpoint_manager_snapshot.json"
+    deadline, killed = time.monotonic() + 300, False
+    while time.monotonic() < deadline and not killed:
+        if snapshot.exists() and '"step_' in snapshot.read_text():
+            workers = [p for p in descendants(os.getpid()) if "RayTrainWorker" in cmdline(p)]
+            if workers:
+                kill_tree(workers[0])
+                killed = True
+        time.sleep(0.1)
+    thread.join(timeout=600)
+    assert killed and "r" in done
+    metrics = json.loads((done["r"][0] / "stage_metrics.json").read_text())
+    assert [h["step"] for h in metrics["history"]] == list(range(1, 41))
+    assert metrics["resumed_from_steps"] and all(s % 4 == 0 and s > 0 for s in metrics["resumed_from_steps"])

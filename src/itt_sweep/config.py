@@ -78,6 +78,7 @@ class StageSpec(_Strict):
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
     eval_every: PositiveInt = 50
     checkpoint_every: PositiveInt = 50
+    packing: bool = False  # concatenate short training pairs into full seq_len rows (validation stays unpacked)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> StageSpec:

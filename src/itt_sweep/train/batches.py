@@ -34,6 +34,24 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], seq_len: int) -> l
     return [encode_pair(tokenizer, p, c, seq_len) for p, c in pairs]
 
 
+def pack(examples: Sequence[Encoded], seq_len: int) -> list[Encoded]:
+    """Concatenate examples (each already ending in EOS) into full rows of `seq_len` tokens: no padding waste
+    on short intermediate-task pairs. Examples in a row attend to their predecessors, as in GPT-style
+    packing; the loss still covers completion tokens only, and an example that does not fit starts a new row.
+    """
+    rows: list[Encoded] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    for e in examples:
+        if ids and len(ids) + len(e.input_ids) > seq_len:
+            rows.append(Encoded(ids, labels))
+            ids, labels = [], []
+        ids, labels = ids + e.input_ids, labels + e.labels
+    if ids:
+        rows.append(Encoded(ids, labels))
+    return rows
+
+
 def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example of the batch; padding is masked from attention and loss."""
     width = max(len(e.input_ids) for e in examples)

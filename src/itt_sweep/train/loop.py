@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from itt_sweep.train.batches import Encoded, collate, encode_pairs, rank_micro_batches, step_indices
+from itt_sweep.train.batches import Encoded, collate, encode_pairs, pack, rank_micro_batches, step_indices
 from itt_sweep.train.ds_config import deepspeed_config
 from itt_sweep.train.session import LocalSession, RaySession, Session
 from itt_sweep.train.stage_data import stage_pairs
@@ -110,7 +110,10 @@ def stage_examples(job: dict[str, Any], tokenizer) -> tuple[list[Encoded], list[
         return (synthetic_examples(data["train_examples"], seq_len, vocab, job["seed"]),
                 synthetic_examples(data.get("val_examples", 0), seq_len, vocab, job["seed"] + 1))
     train_pairs, val_pairs = stage_pairs(job)
-    return encode_pairs(tokenizer, train_pairs, seq_len), encode_pairs(tokenizer, val_pairs, seq_len)
+    train = encode_pairs(tokenizer, train_pairs, seq_len)
+    if job["stage"].get("packing"):
+        train = pack(train, seq_len)
+    return train, encode_pairs(tokenizer, val_pairs, seq_len)
 
 
 def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
