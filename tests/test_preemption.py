@@ -70,7 +70,8 @@ def kill_when(sweep: Sweep, proc: subprocess.Popen, min_finished: int, timeout_s
     seen = sweep.step_checkpoints()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the sweep ended before the kill point: " + (sweep.tmp / "driver.log").read_text()[-3000:]
+        log = (sweep.tmp / "driver.log").read_text
+        assert proc.poll() is None, "the sweep ended before the kill point: " + log()[-3000:]
         fresh = sweep.step_checkpoints() - seen
         if sweep.finished() >= min_finished and fresh:
             cached = sweep.cached()
@@ -86,11 +87,17 @@ def kill_when(sweep: Sweep, proc: subprocess.Popen, min_finished: int, timeout_s
 def test_sweep_survives_three_driver_kills_with_every_trial_exactly_once(tmp_path, data_dir):
     sweep = Sweep(tmp_path, data_dir)
     kills = [kill_when(sweep, sweep.start("run", str(sweep.file)), min_finished=1)]
+    from itt_sweep.sweep.status import cell_table
+
+    table = {row["cell"]: row for row in cell_table(sweep.dir)}  # what `itt-sweep status` shows after a kill
+    assert sum(row["done"] for row in table.values()) == kills[0]["finished"]
+    assert sum(row["running"] + row["pending"] for row in table.values()) == len(TASKS) - kills[0]["finished"]
     kills.append(kill_when(sweep, sweep.start("resume", str(sweep.dir)), min_finished=1))
     kills.append(kill_when(sweep, sweep.start("resume", str(sweep.dir)), min_finished=2))
     final = sweep.start("resume", str(sweep.dir))
     assert final.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-5000:]
     assert [k["finished"] for k in kills][0] >= 1
+    assert all(row["done"] == 1 for row in cell_table(sweep.dir))
 
     # every trial exactly once in the Tune results
     from ray.tune import ExperimentAnalysis

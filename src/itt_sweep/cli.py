@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -47,22 +46,31 @@ def report(outcome) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    root = Path(args.sweep_dir) / "trials"
-    done = sorted(p.parent.name for p in root.glob("*/metrics.json"))
-    started = sorted(p.parent.name for p in root.glob("*/config.json"))
-    print(json.dumps({"finished": done, "unfinished": sorted(set(started) - set(done))}, indent=1))
-    return 0
+    from itt_sweep.sweep.status import print_status
+
+    target = Path(args.sweep)
+    if target.is_file():
+        sweep = load_sweep(target)
+        target = Path(sweep.storage.path) / sweep.name
+    return print_status(target)
 
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
-    from itt_sweep.analysis.heatmap import write_outputs
-    from itt_sweep.analysis.results import records_from_dirs, to_frame
+    from itt_sweep.analysis.report import write_outputs
+    from itt_sweep.analysis.results import load_records, records_from_dirs, to_frame
 
-    records = records_from_dirs(Path(args.sweep_dir))
+    sweep_dir = Path(args.sweep_dir)
+    if args.source == "dirs":
+        records, origin = records_from_dirs(sweep_dir), f"run directories {sweep_dir / 'trials'}"
+    else:
+        records, origin = load_records(sweep_dir, args.tracking_uri, args.parent_run_id,
+                                       use_dirs=args.source == "auto")
     if not records:
-        print(f"no finished trials under {args.sweep_dir}/trials", file=sys.stderr)
+        print(f"no finished trials in {origin}", file=sys.stderr)
         return 1
-    for path in write_outputs(to_frame(records), Path(args.out or Path(args.sweep_dir) / "heatmaps")):
+    print(f"{len(records)} trial record(s) from {origin}", file=sys.stderr)
+    out = Path(args.out) if args.out else sweep_dir / "heatmaps"
+    for path in write_outputs(to_frame(records), out, n_bootstrap=args.bootstrap, min_seeds=args.min_seeds):
         print(path)
     return 0
 
@@ -73,6 +81,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for language, (ready, hint) in doctor().items():
         print(f"  {language:<11} {'ready' if ready else 'unavailable':<12} {'' if ready else hint}")
     return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from itt_sweep.tracking.trial_run import deliver_pending
+
+    left = deliver_pending(Path(args.sweep_dir))
+    print("all MLflow calls delivered" if not left else f"{left} trial(s) still queued: is the server up?")
+    return 1 if left else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,13 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep")
     p.add_argument("--skip-errored", action="store_true", help="do not retry trials that errored")
     p.set_defaults(func=cmd_resume)
-    p = sub.add_parser("status", help="finished / unfinished trials of a sweep dir")
-    p.add_argument("sweep_dir")
+    p = sub.add_parser("status", help="done / running / pending / errored trials per cell")
+    p.add_argument("sweep", help="a sweep dir, or a sweep file")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("heatmap", help="rebuild heatmaps from a sweep dir")
+    p = sub.add_parser("heatmap", help="transfer heatmaps and tables (PNG, CSV, Markdown, LaTeX)")
     p.add_argument("sweep_dir")
-    p.add_argument("--out")
+    p.add_argument("--out", help="output dir (default: <sweep_dir>/heatmaps)")
+    p.add_argument("--from", dest="source", choices=("auto", "mlflow", "dirs"), default="auto",
+                   help="auto: MLflow, falling back to the trial dirs when it is unreachable (default)")
+    p.add_argument("--tracking-uri", help="default: tracking.uri of <sweep_dir>/sweep.resolved.yaml")
+    p.add_argument("--parent-run-id", help="default: the run tagged itt.role=sweep, itt.sweep=<sweep name>")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per cell (default 2000)")
+    p.add_argument("--min-seeds", type=int, default=3, help="fewest seeds for a CI (default 3)")
     p.set_defaults(func=cmd_heatmap)
+    p = sub.add_parser("sync", help="deliver MLflow calls queued while the tracking server was down")
+    p.add_argument("sweep_dir")
+    p.set_defaults(func=cmd_sync)
     p = sub.add_parser("doctor", help="which MBXP languages can be executed here")
     p.set_defaults(func=cmd_doctor)
     return parser
