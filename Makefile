@@ -36,14 +36,32 @@ toolchains: .toolchains.stamp
 	bash scripts/install_toolchains.sh
 	touch $@
 
-sweep: install data toolchains
-	$(BIN)/itt-sweep run $(SWEEP)
+# Where `make sweep`/`make resume` run (README "Running on a cluster"):
+#   CLUSTER=cluster.yaml or RAY_ADDRESS=http://HOST:8265 -> a Ray Job on that cluster (scripts/submit_job.sh);
+#   RAY_ADDRESS=HOST:PORT or auto (a GCS address)          -> a driver here that joins that cluster;
+#   neither                                              -> the embedded local cluster.
+# On a cluster the data and toolchains live on its nodes (cluster.yaml), so only the venv is needed here.
+CLUSTER ?=
+SUBMIT := $(or $(CLUSTER),$(filter http://% https://%,$(RAY_ADDRESS)))
+SWEEP_DEPS := install $(if $(or $(SUBMIT),$(RAY_ADDRESS)),,data toolchains)
+ITT := $(if $(SUBMIT),BIN=$(BIN) CLUSTER=$(CLUSTER) bash scripts/submit_job.sh,$(BIN)/itt-sweep)
 
-resume: install data toolchains
-	$(BIN)/itt-sweep resume $(SWEEP)
+sweep: $(SWEEP_DEPS)
+	$(ITT) run $(SWEEP)
+
+resume: $(SWEEP_DEPS)
+	$(ITT) resume $(SWEEP)
+
+# `ray up`/`ray down` of cluster.yaml (or CLUSTER=...); needs AWS credentials and boto3 here.
+.PHONY: cluster-up cluster-down
+cluster-up: install
+	$(BIN)/ray up -y $(or $(CLUSTER),cluster.yaml)
+
+cluster-down: install
+	$(BIN)/ray down -y $(or $(CLUSTER),cluster.yaml)
 
 status: install
-	$(BIN)/itt-sweep status runs/$$($(BIN)/python -c "import yaml,sys;print(yaml.safe_load(open('$(SWEEP)'))['name'])")
+	$(BIN)/itt-sweep status $(SWEEP)
 
 ui: install
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (store: $(MLFLOW_URI)); Ctrl-C stops it"
@@ -60,3 +78,13 @@ lint: install
 
 clean:
 	rm -rf runs mlflow.db .pytest_cache
+
+# A shared MLflow tracking server (tracking/README.md): loopback, one worker, sqlite unless MLFLOW_BACKEND_URI
+# says otherwise (PostgreSQL), artifacts in ./mlartifacts or MLFLOW_ARTIFACTS_DESTINATION (s3://...).
+# Sweeps log to it with `tracking: {uri: http://127.0.0.1:5000}` (MLFLOW_PORT). Stopped by the PID in .cache/tracking.
+.PHONY: tracking-up tracking-down
+tracking-up: install
+	tracking/server.sh start
+
+tracking-down:
+	tracking/server.sh stop

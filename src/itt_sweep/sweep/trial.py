@@ -56,7 +56,6 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     """Tune entry point: `config` holds the cell and the sampled hyperparameters; `ctx` the sweep context."""
     from ray import tune
 
-    from itt_sweep.evaluate.stage3 import evaluate_model
     from itt_sweep.tracking.trial_run import TrialRun
 
     cell = Cell(*config["cell"])
@@ -78,8 +77,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         model_dir, val_loss = train_stages(sweep, ctx, cell, run)
         tune.report({"stage": "eval", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss})
         spec = {**sweep.evaluation.model_dump(), "eval_problems": sweep.data.eval_problems}
-        metrics, records = evaluate_model(model_dir, sweep.eval_languages, spec, Path(ctx["data_dir"]),
-                                          Path(ctx["storage_root"]) / "references")
+        metrics, records = run_stage3(sweep, model_dir, spec, ctx)
     except BaseException:
         run.finish("FAILED")
         run.deliver(timeout_s=10)
@@ -110,6 +108,21 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tu
         model, upstream = str(entry), job["key"]
         val_loss = done["final"].get(f"{name}_val_loss", math.nan)
     return Path(model), val_loss
+
+
+def run_stage3(sweep: SweepConfig, model_dir: Path, spec: dict[str, Any], ctx: dict[str, Any]):
+    """Generation on a GPU when the sweep trains on GPUs: a Ray task that takes the GPU training just freed
+    (the trial itself holds only a CPU); on CPU sweeps, in the trial process."""
+    from itt_sweep.evaluate.stage3 import evaluate_model
+
+    args = (model_dir, sweep.eval_languages, spec, Path(ctx["data_dir"]), Path(ctx["storage_root"]) / "references")
+    if not sweep.training.use_gpu:
+        return evaluate_model(*args)
+    import ray
+
+    # DEFAULT: outside the trial's placement group, whose bundle has no GPU
+    task = ray.remote(evaluate_model).options(num_gpus=1, num_cpus=1, scheduling_strategy="DEFAULT")
+    return ray.get(task.remote(*args))
 
 
 def write_outputs(trial_dir: Path, cell: Cell, key: str, val_loss: float,
