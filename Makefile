@@ -16,7 +16,7 @@ export ITT_DATA_DIR ITT_DATA_MIRROR
 export RAY_AUTH_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install data toolchains sweep resume status ui test test-fast lint clean
+.PHONY: install data toolchains services sweep resume status ui test test-fast lint clean
 
 install: .install.stamp
 .install.stamp: pyproject.toml
@@ -67,10 +67,16 @@ ui: install
 	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (store: $(MLFLOW_URI)); Ctrl-C stops it"
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
-test: install data toolchains
+# Services the end-to-end tests start themselves: PostgreSQL (MLflow backend test), Chromium (MLflow UI test).
+services: .services.stamp
+.services.stamp: scripts/install_test_services.sh
+	bash scripts/install_test_services.sh
+	touch $@
+
+test: install data toolchains services
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install data toolchains
+test-fast: install data toolchains services
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install

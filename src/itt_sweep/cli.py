@@ -63,8 +63,12 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     if args.source == "dirs":
         records, origin = records_from_dirs(sweep_dir), f"run directories {sweep_dir / 'trials'}"
     else:
-        records, origin = load_records(sweep_dir, args.tracking_uri, args.parent_run_id,
-                                       use_dirs=args.source == "auto")
+        try:
+            records, origin = load_records(sweep_dir, args.tracking_uri, args.parent_run_id,
+                                           use_dirs=args.source == "auto")
+        except Exception as exc:  # noqa: BLE001  (--from mlflow: say why in one line, no traceback)
+            print(f"error: cannot read the sweep from MLflow: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1
     if not records:
         print(f"no finished trials in {origin}", file=sys.stderr)
         return 1
