@@ -51,7 +51,10 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
 
 def experiment_id(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(name)
+    if found:
+        return found.experiment_id
+    # without this tag MLflow 3 opens the experiment in its GenAI view, which hides training runs' metrics
+    return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def find_run(client: MlflowClient, exp_id: str, tags: dict[str, str]) -> str | None:
