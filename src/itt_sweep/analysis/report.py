@@ -56,12 +56,12 @@ def write_table(table: TransferTable, out_dir: Path) -> list[Path]:
 
 
 def result_pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(source language, metric) pairs present in `frame`: MBXP language order, known metrics first."""
+    """(source language, metric) pairs present in `frame` for the transfer metrics, in MBXP language order."""
     pairs = []
     for source in language_order(frame["source_language"]):
         present = list(dict.fromkeys(frame.loc[frame["source_language"] == source, "metric"]))
         known = [metric for metric in transfer.METRICS if metric in present]
-        pairs += [(source, metric) for metric in known + [m for m in present if m not in transfer.METRICS]]
+        pairs += [(source, metric) for metric in known]  # counts (n_problems, n_references) are no transfer
     return pairs
 
 
