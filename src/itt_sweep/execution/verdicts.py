@@ -1,0 +1,72 @@
+"""What an exit means: the one place where finished steps become verdicts.
+
+A test assertion (`failed`) is told from a crash (`runtime_error`), an out-of-memory death
+(`memory_exceeded`) and a deadline (`timeout`) by the exit status and the recipe's markers in stderr.
+`passed` means the program exited 0 after its tests ran to the end, as in human-eval and MBXP's own
+harness: a program that exits 0 before its tests run (`sys.exit(0)` at top level) also passes.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+
+from itt_sweep.execution.recipes import MEMORY_MARKERS, Recipe
+from itt_sweep.execution.sandbox import StepResult
+from itt_sweep.execution.types import Limits, Status, Verdict
+
+_MEMORY = re.compile("|".join(MEMORY_MARKERS), re.MULTILINE)
+_CPU_LIMIT_SIGNALS = (signal.SIGXCPU, signal.SIGKILL)
+
+
+def classify(recipe: Recipe, result: StepResult) -> Status:
+    """The status of a finished run step (see the module docstring)."""
+    if result.timed_out or result.signal in _CPU_LIMIT_SIGNALS:
+        return "timeout"
+    if result.returncode == 0:
+        return "passed"
+    if _MEMORY.search(result.stderr):
+        return "memory_exceeded"
+    if any(re.search(marker, result.stderr, re.MULTILINE) for marker in recipe.failure_markers):
+        return "failed"
+    return "runtime_error"
+
+
+def run_verdict(recipe: Recipe, ran: StepResult, compile_s: float) -> Verdict:
+    """The verdict of a program whose run step finished (or could not start)."""
+    if ran.spawn_error or is_bwrap_failure(ran):
+        return Verdict(status="sandbox_error", compile_s=compile_s, run_s=ran.duration_s,
+                       stderr=ran.spawn_error or ran.stderr)
+    return Verdict(status=classify(recipe, ran), compile_s=compile_s, run_s=ran.duration_s,
+                   stdout=ran.stdout, stderr=ran.stderr, exit_code=exit_code(ran))
+
+
+def compile_failure(built: StepResult, limits: Limits) -> Verdict | None:
+    """The verdict of a program whose compile step failed, or None when it succeeded."""
+    if built.spawn_error or is_bwrap_failure(built):
+        return sandbox_error(built.spawn_error or built.stderr, built.duration_s)
+    if built.timed_out:
+        note = f"\n[compilation stopped after {limits.compile_timeout_s:g} s]"
+        return Verdict(status="compile_error", compile_s=built.duration_s, stdout=built.stdout,
+                       stderr=built.stderr + note)
+    if built.returncode != 0:
+        return Verdict(status="compile_error", compile_s=built.duration_s, stdout=built.stdout,
+                       stderr=built.stderr, exit_code=exit_code(built))
+    return None
+
+
+def sandbox_error(message: str, compile_s: float = 0.0) -> Verdict:
+    """Our own machinery failed (never the program): the verdict says why."""
+    return Verdict(status="sandbox_error", compile_s=compile_s, stderr=message)
+
+
+def is_bwrap_failure(result: StepResult) -> bool:
+    """bubblewrap itself failed (it exits 1 and says why, prefixed with "bwrap:")."""
+    return result.returncode == 1 and result.stderr.startswith("bwrap: ")
+
+
+def exit_code(result: StepResult) -> int | None:
+    if result.timed_out or result.returncode is None:
+        return None
+    sig = result.signal
+    return -sig if sig is not None else result.returncode
