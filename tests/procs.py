@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -41,10 +42,8 @@ def kill_tree(root: int, timeout_s: float = 30.0) -> None:
     """SIGKILL `root` and everything below it (collected first, so orphans re-parented to init are not missed)."""
     victims = [root, *descendants(root)]
     for pid in victims:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and _alive(p) for p in victims):
         time.sleep(0.1)

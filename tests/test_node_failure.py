@@ -72,5 +72,6 @@ def test_killed_worker_node_is_survived_from_the_last_checkpoint(tmp_path, data_
     stage = json.loads(stages[0].read_text())
     assert [h["step"] for h in stage["history"]] == list(range(1, STEPS + 1))
     assert stage["resumed_from_steps"] and all(s % EVERY == 0 and s > 0 for s in stage["resumed_from_steps"])
-    record = json.loads((tmp_path / "runs" / "nodekill" / "trials" / "none__python__s0__n0" / "metrics.json").read_text())
+    trial_dir = tmp_path / "runs" / "nodekill" / "trials" / "none__python__s0__n0"
+    record = json.loads((trial_dir / "metrics.json").read_text())
     assert set(record["eval"]) == {"python"}
