@@ -58,7 +58,17 @@ class Sweep:
         return len(list(self.dir.glob("trials/*/metrics.json")))
 
     def step_checkpoints(self) -> set[Path]:
-        return set(self.dir.glob("train/stage-*/step_*"))
+        """Checkpoints Ray Train has registered (in its snapshot): a directory alone may still be half-written,
+        and a restart then rightly begins at step 0."""
+        found = set()
+        for snapshot in self.dir.glob("train/stage-*/checkpoint_manager_snapshot.json"):
+            try:
+                results = json.loads(snapshot.read_text())["checkpoint_results"]
+            except (ValueError, KeyError):
+                continue  # being rewritten right now
+            found |= {snapshot.parent / r["checkpoint_dir_name"] for r in results
+                      if r["checkpoint_dir_name"].startswith("step_")}
+        return found
 
     def cached(self) -> set[str]:
         return {p.parent.name for p in (self.tmp / "runs" / "stages").glob("*/COMPLETE.json")}
