@@ -43,13 +43,13 @@ toolchains: .toolchains.stamp
 # On a cluster the data and toolchains live on its nodes (cluster.yaml), so only the venv is needed here.
 CLUSTER ?=
 SUBMIT := $(or $(CLUSTER),$(filter http://% https://%,$(RAY_ADDRESS)))
-SWEEP_DEPS := install $(if $(or $(SUBMIT),$(RAY_ADDRESS)),,data toolchains)
+SWEEP_DEPS := $(if $(or $(SUBMIT),$(RAY_ADDRESS)),,data toolchains)
 ITT := $(if $(SUBMIT),BIN=$(BIN) CLUSTER=$(CLUSTER) bash scripts/submit_job.sh,$(BIN)/itt-sweep)
 
-sweep: $(SWEEP_DEPS)
+sweep: install $(SWEEP_DEPS)
 	$(ITT) run $(SWEEP)
 
-resume: $(SWEEP_DEPS)
+resume: install $(SWEEP_DEPS)
 	$(ITT) resume $(SWEEP)
 
 # `ray up`/`ray down` of cluster.yaml (or CLUSTER=...); needs AWS credentials and boto3 here.
