@@ -10,8 +10,9 @@ from __future__ import annotations
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from itt_sweep.config import SweepConfig
+from itt_sweep.sweep.search import METRIC
 
-METRIC, TIME_ATTR = "target_val_loss", "target_step"
+TIME_ATTR = "target_step"
 
 
 def make_asha(sweep: SweepConfig) -> ASHAScheduler:

@@ -7,12 +7,10 @@ sweep or trial logs into the run it had, never a second one. Trials log from the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -72,13 +70,6 @@ def find_or_create_run(client: MlflowClient, exp_id: str, tags: dict[str, str], 
     elif client.get_run(run_id).info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
     return run_id
-
-
-def log_metrics_batch(client: MlflowClient, run_id: str, rows: Iterable[tuple[str, float, int]]) -> None:
-    now = int(time.time() * 1000)
-    metrics = [Metric(key, float(value), now, int(step)) for key, value, step in rows]
-    for i in range(0, len(metrics), BATCH):
-        client.log_batch(run_id, metrics=metrics[i:i + BATCH])
 
 
 def flatten(prefix: str, nested: dict[str, Any]) -> dict[str, Any]:
