@@ -4,7 +4,10 @@ batches settle per program, and the Ray backend gives the same verdicts as the l
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -315,6 +318,19 @@ def test_on_a_ray_cluster_with_sandbox_resources_programs_run_as_ray_tasks(data_
     assert [(v.status, v.stdout) for v in remote] == [(v.status, v.stdout) for v in local]
     with pytest.raises(RuntimeError, match="sandbox"):
         execute(programs[:1], backend="ray")  # Ray not initialised any more: a clear error, no hang
+
+
+def test_benchmark_script_compares_both_modes_and_writes_its_result(tmp_path: Path) -> None:
+    out = tmp_path / "executor.json"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    subprocess.run([sys.executable, "benchmarks/bench_executor.py", "--languages", "python", "--per-language", "3",
+                    "--samples", "2", "--repeats", "1", "--out", str(out)], cwd=repo, env=env, check=True,
+                   capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    python = result["languages"]["python"]
+    assert python["programs"] == 5 and python["verdicts_agree"] == 5
+    assert python["ratio"] > 0 and result["overall"]["programs"] == 5
 
 
 # ---------------------------------------------------------------- recipes, doctor, preflight

@@ -2,7 +2,8 @@
 
 MBXP's canonical solutions are empty for go, perl, scala and swift, and wrong in places (the ones we know of
 are listed in `execution/known_bad_canonical.yaml`), so a problem's reference is its canonical solution when
-that passes, else the first of its sample completions (`examples/*_samples.jsonl`) that passes, else none.
+that is not listed and passes, else the first of its sample completions (`examples/*_samples.jsonl`) that
+passes, else none.
 Verifying costs compile and run time, so the result is cached per (language, problems, limits, harness
 version) under the storage path; concurrent trials wait for the one computing it instead of repeating it.
 """
@@ -20,11 +21,12 @@ from filelock import FileLock
 from itt_sweep.config import stable_hash
 from itt_sweep.data.mbxp import Problem, load_sample_completions
 from itt_sweep.execution.executor import execute
+from itt_sweep.execution.known_bad import known_bad_canonical
 from itt_sweep.execution.programs import assemble
 from itt_sweep.execution.types import Limits
 
 # Bump when a change of the harness (recipes, batching, verdicts) can change which solutions pass.
-REFERENCES_VERSION = "refs-2"
+REFERENCES_VERSION = "refs-3"
 
 
 def verified_references(language: str, problems: Sequence[Problem], data_dir: Path, cache_dir: Path,
@@ -36,7 +38,9 @@ def verified_references(language: str, problems: Sequence[Problem], data_dir: Pa
         cached = _read(path)
         if cached is not None:
             return cached
-        canonical = {p.task_id: [p.canonical_solution] for p in problems if p.canonical_solution}
+        known_bad = known_bad_canonical()  # never a reference, even when it passes by chance
+        canonical = {p.task_id: [p.canonical_solution] for p in problems
+                     if p.canonical_solution and p.task_id not in known_bad}
         references = _passing(problems, canonical, limits, allow_unsandboxed)
         without = [p for p in problems if p.task_id not in references]
         samples = load_sample_completions(language, data_dir=data_dir) if without else {}
@@ -62,7 +66,8 @@ def _passing(problems: Sequence[Problem], candidates: dict[str, list[str]], limi
 
 
 def _cache_key(language: str, problems: Sequence[Problem], limits: Limits) -> str:
-    content = [(p.task_id, p.prompt, p.test, p.canonical_solution) for p in problems]
+    listed = known_bad_canonical()
+    content = [(p.task_id, p.prompt, p.test, p.canonical_solution, p.task_id in listed) for p in problems]
     return stable_hash({"lang": language, "problems": content, "limits": limits.model_dump(),
                         "v": REFERENCES_VERSION})
 
