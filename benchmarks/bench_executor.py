@@ -74,13 +74,28 @@ def bench_language(language: str, programs: list[Program], repeats: int) -> dict
     naive_s, naive = timed(programs, naive=True)
     for _ in range(repeats - 1):
         ours_s.append(timed(programs, naive=False)[0])
-    median = statistics.median(ours_s)
     statuses = collections.Counter(v.status for v in ours)
+    return {**_figures(language, programs, ours_s, naive_s, statuses),
+            "verdicts_agree": sum(a.status == b.status for a, b in zip(ours, naive, strict=True)),
+            "ratio_ceiling": _ratio_ceiling(programs, naive_s, statuses["timeout"])}
+
+
+def _ratio_ceiling(programs: list[Program], naive_s: float, timeouts: int) -> float | None:
+    """The best ratio any executor could reach on these programs: a program that loops forever costs its
+    full timeout in both modes, so ours can never take less than one timeout per worker's share of them."""
+    if not timeouts:
+        return None
+    workers = len(os.sched_getaffinity(0))
+    return naive_s / (programs[0].limits.timeout_s * -(-timeouts // workers))
+
+
+def _figures(language: str, programs: list[Program], ours_s: list[float], naive_s: float,
+             statuses: collections.Counter) -> dict[str, Any]:
+    median = statistics.median(ours_s)
     return {
         "programs": len(programs), "ours_s": [round(s, 2) for s in ours_s], "ours_median_s": round(median, 2),
         "naive_s": round(naive_s, 2), "ours_per_s": len(programs) / median, "naive_per_s": len(programs) / naive_s,
         "ratio": naive_s / median, "pass_rate": statuses["passed"] / len(programs), "statuses": dict(statuses),
-        "verdicts_agree": sum(a.status == b.status for a, b in zip(ours, naive, strict=True)),
         "mxeval_per_s": MXEVAL_PROGRAMS_PER_S.get(language),
     }
 
@@ -97,7 +112,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         results[language] = bench_language(language, programs, args.repeats)
         row = results[language]
         print(f"{language}: {row['programs']} programs, ours {row['ours_median_s']} s, naive {row['naive_s']} s, "
-              f"ratio {row['ratio']:.1f}, pass {row['pass_rate']:.1%}", flush=True)
+              f"ratio {row['ratio']:.1f}, pass {row['pass_rate']:.1%}"
+              + (f", ceiling {row['ratio_ceiling']:.1f} ({row['statuses']['timeout']} timeouts)"
+                 if row["ratio_ceiling"] else ""), flush=True)
     total = sum(r["programs"] for r in results.values())
     ours_total = sum(r["ours_median_s"] for r in results.values())
     naive_total = sum(r["naive_s"] for r in results.values())

@@ -110,15 +110,18 @@ if [[ " ${LANGUAGES[*]} " == *" cpp "* ]]; then
   fi
 fi
 
-# The C# tests call CompareLogic (NuGet's CompareNetObjects): build our stand-in once into the toolchain dir.
-if [[ " ${LANGUAGES[*]} " == *" csharp "* ]]; then
+# Harness pieces we compile ourselves, once, into the toolchain dir (execution/toolchains.py, SUPPORTS):
+# C#: our stand-in for NuGet's CompareNetObjects (the tests call CompareLogic) and the batch launcher;
+# Scala: the driver that settles a batch's compile errors in one JVM.
+for language in csharp scala; do
+  [[ " ${LANGUAGES[*]} " == *" $language "* ]] || continue
   if [[ -x "$PYTHON" ]]; then
     ITT_TOOLCHAIN_DIR="$TOOLCHAIN_DIR" "$PYTHON" -c \
-      'from itt_sweep.execution.toolchains import build_csharp_support as b; print("C# test support:", b())'
+      "from itt_sweep.execution.toolchains import build_support as b; print('$language support:', b('$language'))"
   else
-    echo "C# test support: no $PYTHON yet; the executor builds it on first use"
+    echo "$language support: no $PYTHON yet; the executor builds it on first use"
   fi
-fi
+done
 
 # The executor runs bwrap as an unprivileged user (when root, a leased uid), so probe it as one.
 as_user=()

@@ -267,6 +267,31 @@ def test_a_failure_that_names_no_file_is_bisected_down_to_its_program() -> None:
     assert not build.folder.exists()
 
 
+@pytest.mark.slow
+def test_scala_batch_settles_parser_and_type_errors_in_one_compiler_call(data_dir: Path) -> None:
+    """scalac alone needs three calls here (parser errors, then type errors, then the rest); our driver one."""
+    require("scala")
+    right = completed(data_dir, "scala")
+    programs = [right, completed(data_dir, "scala", BROKEN_COMPLETION["scala"]),  # parser error
+                completed(data_dir, "scala", "        s + 1\n    }"),  # type error: String + Int is a String...
+                completed(data_dir, "scala", "        s.noSuchMethod(ch)\n    }"),  # ...this one is not
+                right.model_copy(update={"source": right.source + "\n"})]
+    keys = [program_key(p) for p in programs]
+    build = compile_batch(RECIPES["scala"], programs, sandboxed=bwrap_status()[0])
+    try:
+        calls = sorted(path.name for path in build.folder.iterdir())
+        assert calls == ["call-0"], calls
+        assert set(build.failures) == {keys[1], keys[3]}, {k: v.stderr for k, v in build.failures.items()}
+        assert "noSuchMethod" in build.failures[keys[3]].stderr and keys[1] not in build.failures[keys[3]].stderr
+        assert set(build.outputs) == {keys[0], keys[2], keys[4]}
+    finally:
+        build.retain(0)
+    verdicts = execute(programs)
+    assert [v.status for v in verdicts] == ["passed", "compile_error", "failed", "compile_error", "passed"]
+    naive = execute(programs, workers=1, batch=False)
+    assert [v.status for v in naive] == [v.status for v in verdicts]
+
+
 def test_compiler_messages_are_attributed_to_their_programs() -> None:
     a, b, c = "p" + "a" * 16, "p" + "b" * 16, "p" + "c" * 16
     javac = (f"{a}/Main.java:3: error: ';' expected\n        return s +;\n                  ^\n"

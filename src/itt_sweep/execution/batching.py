@@ -16,6 +16,9 @@ A call that fails is settled without giving up the batch:
   a program that breaks the compiler in some unforeseen way only fails itself.
 
 A program counts as compiled only when a call that contained it exited 0, exactly as when compiled alone.
+A recipe's batch may settle itself (`Batch.settles_itself`, Scala's `IttScalaBatch`): the call runs those
+rounds in one warm compiler JVM and exits 0 once the files left compile cleanly, printing the errors of the
+files it dropped, which become their verdicts.
 Sharing a call is safe because none of these compilers runs the code it compiles (javac gets `-proc:none`;
 kotlinc and scalac load no plugins; Scala macros cannot be used in the run that defines them; the checkers
 only parse).
@@ -115,7 +118,8 @@ class _Settler:
                                                              self.build.compile_s[key])
                 return
             if result.returncode == 0 and not result.timed_out:
-                self.build.outputs.update(dict.fromkeys(keys, call_dir))
+                failed = self._own_failures(keys, result) if self.batch.settles_itself else {}
+                self.build.outputs.update(dict.fromkeys([key for key in keys if key not in failed], call_dir))
                 return
             attributed = {} if result.timed_out else attributed_errors(result.stdout + "\n" + result.stderr,
                                                                        keys, self.recipe.file_name)
@@ -130,6 +134,14 @@ class _Settler:
             half = len(keys) // 2
             self.settle(keys[:half])
             keys = keys[half:]
+
+    def _own_failures(self, keys: list[str], result: StepResult) -> dict[str, str]:
+        """A self-settling call exited 0: the programs it printed errors for failed, the rest compiled."""
+        failed = attributed_errors(result.stdout + "\n" + result.stderr, keys, self.recipe.file_name)
+        for key, message in failed.items():
+            self.build.failures[key] = Verdict(status="compile_error", compile_s=self.build.compile_s[key],
+                                               stderr=message)
+        return failed
 
     def _call(self, keys: list[str]) -> tuple[Path, StepResult]:
         call_dir = self.build.folder / f"call-{self.calls}"

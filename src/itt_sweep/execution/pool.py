@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itt_sweep.execution.batching import BatchBuild, compile_batch, program_key
 from itt_sweep.execution.jobs import run_compiled, run_single
 from itt_sweep.execution.recipes import RECIPES, Recipe, missing_requirements
-from itt_sweep.execution.toolchains import build_csharp_support
+from itt_sweep.execution.toolchains import build_support
 from itt_sweep.execution.types import Program, Verdict
 from itt_sweep.execution.verdicts import sandbox_error
 
@@ -118,8 +118,7 @@ class _Pool:
     def _compile_chunk(self, recipe: Recipe, chunk: list[int]) -> None:
         programs = [self.programs[index] for index in chunk]
         try:
-            if recipe.language == "csharp":
-                build_csharp_support()
+            build_support(recipe.language)
             build = compile_batch(recipe, programs, self.sandboxed)
         except Exception as error:
             self._fail(chunk, _describe(error, programs[0]))

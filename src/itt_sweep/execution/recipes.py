@@ -5,8 +5,8 @@ check, so that "compiled" means the same thing in every language), the run step,
 the line that installs them, and the strings that end greedy generation of one function (cut with
 `programs.trim_completion`). Argument and environment templates may use `{file}`, `{stem}`, `{heap_mb}` (the
 program's memory budget), `{compile_heap_mb}`, `{toolchain_dir}`, `{workdir}`, `{runtime_cp}` (the runtime
-jars of the language, JVM languages), `{csharp_support}` and, in batch recipes, `{key}`, `{sources}` and
-`{checker}`.
+jars of the language, JVM languages), `{tool_cp}` (every jar of the compiler's home), `{support}` (the
+language's support folder, see `toolchains`) and, in batch recipes, `{key}`, `{sources}` and `{checker}`.
 
 Languages whose compiler pays seconds of start-up per call (java, kotlin, scala, csharp, typescript) have a
 `Batch`: many programs go through one compiler call, each in its own package or namespace named `{key}`
@@ -83,6 +83,7 @@ class Batch:
     suffix: str = ""
     max_programs: int = 128
     per_program_s: float = 2.0  # compile wall-clock budget per program, on top of compile_timeout_s
+    settles_itself: bool = False  # the call drops files with errors and compiles the rest (IttScalaBatch)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Recipe:
     env: tuple[tuple[str, str], ...] = field(default=())  # values may use the argument placeholders
     compile_env: tuple[tuple[str, str], ...] = ()  # added to `env` for compile steps
     links: tuple[tuple[str, str], ...] = ()  # symlinks made in the compile folder: (name, target template)
+    compile_tool: str | None = None  # whose home's jars are `{tool_cp}`
 
     @property
     def stem(self) -> str:
@@ -210,23 +212,27 @@ RECIPES: dict[str, Recipe] = {
         install_hint="apt-get install -y scala",
         stop_sequences=("\n    }",),  # the prompt opens `def` inside `object Main`, indented by 4
         keep_stop=True,
-        batch=_jvm_batch("scalac"),
+        # scalac needs up to three cold calls to settle a batch with errors; our driver does them in one JVM
+        batch=Batch(compile=("java", "-Xmx{compile_heap_mb}m", *_JVM_COMPILER_OPTS.split(), "-cp",
+                             "{tool_cp}:{support}", "itt.IttScalaBatch", "classes", "{sources}"),
+                    artifacts=(("classes/{key}", "{key}"),), folders=("classes",), prefix="package {key}; ",
+                    settles_itself=True),
         memory_slack_mb=1536,
         runtime_jars=(("scalac", "lib/scala-library.jar"),),
         env=_JVM_ENV,
-        compile_env=(("JAVA_OPTS", _JVM_COMPILER_OPTS),),
+        compile_tool="scalac",
     ),
     "csharp": Recipe(
         language="csharp",
         file_name="main.cs",
         compile=None,
-        run=("mono", "{csharp_support}/IttLauncher.exe", "batch.dll", "{key}"),
+        run=("mono", "{support}/IttLauncher.exe", "batch.dll", "{key}"),
         tools=("mcs", "mono"),
         install_hint="apt-get install -y mono-mcs mono-runtime mono-devel",
         stop_sequences=("\n        }",),  # the prompt opens a method of `class Program`, indented by 8
         keep_stop=True,
         batch=Batch(compile=("mcs", "-target:library", "-out:batch.dll", "-nologo", "-warn:0", "-d:DEBUG",
-                             "-r:System.Numerics.dll", "-r:{csharp_support}/CompareNetObjects.dll", "{sources}"),
+                             "-r:System.Numerics.dll", "-r:{support}/CompareNetObjects.dll", "{sources}"),
                     artifacts=(("batch.dll", "batch.dll"),), prefix="namespace {key} { ", suffix="\n}\n",
                     per_program_s=0.5),
         memory_slack_mb=1024,
@@ -310,6 +316,12 @@ def get_recipe(language: str) -> Recipe:
     except KeyError:
         known = ", ".join(sorted(RECIPES))
         raise KeyError(f"no execution recipe for language {language!r}; recipes exist for: {known}") from None
+
+
+def tool_classpath(recipe: Recipe) -> str:
+    """The `{tool_cp}` of a recipe: every jar of its compiler's home, as the compiler's own launcher has."""
+    home = tool_home(recipe.compile_tool) if recipe.compile_tool else None
+    return ":".join(str(jar) for jar in sorted((home / "lib").glob("*.jar"))) if home else ""
 
 
 def runtime_classpath(recipe: Recipe) -> str:

@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from itt_sweep.execution.checkers import CHECKERS
-from itt_sweep.execution.recipes import Recipe, runtime_classpath
+from itt_sweep.execution.recipes import Recipe, runtime_classpath, tool_classpath
 from itt_sweep.execution.sandbox import Step
-from itt_sweep.execution.toolchains import csharp_support_dir, toolchain_dir
+from itt_sweep.execution.toolchains import SUPPORTS, support_dir, toolchain_dir
 from itt_sweep.execution.types import Limits
 
 COMPILE_MIN_PROCESSES = 128  # compilers are JVMs and node: many threads, each counted by RLIMIT_NPROC
@@ -27,7 +27,8 @@ def placeholders(recipe: Recipe, limits: Limits, workdir: Path, key: str = "") -
     """Values of the template placeholders (see `recipes`)."""
     return {"file": recipe.file_name, "stem": recipe.stem, "heap_mb": limits.memory_mb,
             "compile_heap_mb": recipe.compile_memory_mb, "toolchain_dir": toolchain_dir(), "workdir": workdir,
-            "runtime_cp": runtime_classpath(recipe), "csharp_support": csharp_support_dir(), "key": key}
+            "runtime_cp": runtime_classpath(recipe), "tool_cp": tool_classpath(recipe),
+            "support": support_dir(recipe.language) if recipe.language in SUPPORTS else "", "key": key}
 
 
 def make_step(recipe: Recipe, limits: Limits, workdir: Path, template: Sequence[str], *, compiling: bool,

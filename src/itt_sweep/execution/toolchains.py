@@ -1,11 +1,11 @@
-"""Where the executor finds its tools, and the one toolchain piece it builds itself (the C# test support).
+"""Where the executor finds its tools, and the harness pieces it builds itself.
 
 Compilers and runtimes come from the system (`scripts/install_toolchains.sh` installs them); extras live in
 the toolchain directory: npm packages for the JavaScript/TypeScript tests, the precompiled C++ header, and
-`csharp/`, our stand-in for the NuGet library `CompareNetObjects` that the C# tests call, plus the launcher
-that runs one program out of a batch-compiled DLL. Both C# pieces are compiled from `execution/csharp/*.cs`
-once, into a folder named after a hash of their sources, so an edited source is rebuilt and never mixed up
-with a stale DLL.
+the supports compiled from `execution/support/<language>/`: for C#, our stand-in for the NuGet library
+`CompareNetObjects` that the C# tests call plus the launcher that runs one program out of a batch-compiled
+DLL; for Scala, the batch compiler driver. Each is compiled once, into a folder named after a hash of its
+sources, so an edited source is rebuilt and never mixed up with a stale build.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-CSHARP_SOURCES = Path(__file__).with_name("csharp")
+SUPPORT_SOURCES = Path(__file__).with_name("support")
 CSHARP_SUPPORT_DLL = "CompareNetObjects.dll"
 CSHARP_LAUNCHER = "IttLauncher.exe"
 
@@ -62,47 +63,82 @@ def tool_home(name: str) -> Path | None:
 
 # ---------------------------------------------------------------- C# test support
 
+@dataclass(frozen=True)
+class Support:
+    """A piece of harness we compile ourselves, once, into `<toolchain dir>/<name>/<hash of its sources>`."""
+
+    name: str
+    sources: tuple[str, ...]  # file names under `SUPPORT_SOURCES/<name>/`
+    products: tuple[str, ...]  # what the build leaves in the folder
+    compiler: str  # the tool that builds it
+    install_hint: str
+
+    @property
+    def source_dir(self) -> Path:
+        return SUPPORT_SOURCES / self.name
+
+
+SUPPORTS = {
+    # The C# tests call CompareLogic (NuGet's CompareNetObjects); the launcher runs one program of a batch DLL.
+    "csharp": Support("csharp", ("CompareNetObjects.cs", "IttLauncher.cs"), (CSHARP_SUPPORT_DLL, CSHARP_LAUNCHER),
+                      "mcs", "apt-get install -y mono-mcs mono-runtime mono-devel"),
+    # Settles a Scala batch's compile errors in one warm compiler JVM (see the source's header).
+    "scala": Support("scala", ("IttScalaBatch.scala",), ("itt/IttScalaBatch.class",), "scalac",
+                     "apt-get install -y scala"),
+}
+
+
+def support_dir(language: str) -> Path:
+    """The folder holding this version of a language's support (it may not be built yet)."""
+    return toolchain_dir() / language / _sources_digest(language)
+
+
 def csharp_support_dir() -> Path:
-    """The folder holding this version of the C# support DLL and launcher (it may not be built yet)."""
-    return toolchain_dir() / "csharp" / _csharp_sources_digest()
+    return support_dir("csharp")
 
 
-@functools.lru_cache(maxsize=1)
-def _csharp_sources_digest() -> str:
+@functools.cache
+def _sources_digest(language: str) -> str:
+    support = SUPPORTS[language]
     digest = hashlib.sha256()
-    for source in sorted(CSHARP_SOURCES.glob("*.cs")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    for name in support.sources:
+        digest.update(name.encode() + b"\0" + (support.source_dir / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
-def csharp_support_missing() -> str | None:
-    """Why the C# support is unusable, or None when it is built."""
-    folder = csharp_support_dir()
-    if (folder / CSHARP_SUPPORT_DLL).is_file() and (folder / CSHARP_LAUNCHER).is_file():
+def support_missing(language: str) -> str | None:
+    """Why a language's support is unusable, or None when it is built (or the language needs none)."""
+    if language not in SUPPORTS:
         return None
-    return f"C# test support not built in {folder} (scripts/install_toolchains.sh csharp builds it)"
+    folder = support_dir(language)
+    if all((folder / product).is_file() for product in SUPPORTS[language].products):
+        return None
+    return f"{language} support not built in {folder} (scripts/install_toolchains.sh {language} builds it)"
 
 
-def build_csharp_support() -> Path:
-    """Compile the support DLL and launcher with `mcs` unless this version is built; safe to call from many
-    processes at once (the first builds, the others wait). Raises RuntimeError when mcs fails."""
-    folder = csharp_support_dir()
-    if csharp_support_missing() is None:
+def build_support(language: str) -> Path | None:
+    """Compile a language's support unless this version is built; safe to call from many processes at once
+    (the first builds, the others wait). None for a language without support; RuntimeError when the build
+    fails."""
+    if language not in SUPPORTS:
+        return None
+    support, folder = SUPPORTS[language], support_dir(language)
+    if support_missing(language) is None:
         return folder
-    mcs = resolve_tool("mcs")
-    if mcs is None:
-        raise RuntimeError("mcs is not installed (apt-get install -y mono-mcs mono-runtime mono-devel)")
+    compiler = resolve_tool(support.compiler)
+    if compiler is None:
+        raise RuntimeError(f"{support.compiler} is not installed ({support.install_hint})")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if csharp_support_missing() is None:
+        if support_missing(language) is None:
             return folder
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
         try:
-            _mcs(mcs, ["-target:library", f"-out:{staging / CSHARP_SUPPORT_DLL}",
-                       str(CSHARP_SOURCES / "CompareNetObjects.cs")])
-            _mcs(mcs, [f"-out:{staging / CSHARP_LAUNCHER}", str(CSHARP_SOURCES / "IttLauncher.cs")])
-            staging.chmod(0o755)
+            _BUILDERS[language](compiler, support, staging)
+            for root, dirs, _files in os.walk(staging):  # the sandbox users read it
+                for name in [root, *(os.path.join(root, d) for d in dirs)]:
+                    os.chmod(name, 0o755)
             os.replace(staging, folder)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -110,8 +146,25 @@ def build_csharp_support() -> Path:
     return folder
 
 
-def _mcs(mcs: str, arguments: list[str]) -> None:
-    done = subprocess.run([mcs, "-optimize+", "-nologo", *arguments], capture_output=True, text=True,
-                          timeout=300, check=False)
+def build_csharp_support() -> Path:
+    return build_support("csharp")  # type: ignore[return-value]
+
+
+def _build_csharp(mcs: str, support: Support, out: Path) -> None:
+    source = support.source_dir
+    _compile(support, [mcs, "-optimize+", "-nologo", "-target:library", f"-out:{out / CSHARP_SUPPORT_DLL}",
+                       str(source / "CompareNetObjects.cs")])
+    _compile(support, [mcs, "-optimize+", "-nologo", f"-out:{out / CSHARP_LAUNCHER}", str(source / "IttLauncher.cs")])
+
+
+def _build_scala(scalac: str, support: Support, out: Path) -> None:
+    _compile(support, [scalac, "-nowarn", "-d", str(out), *(str(support.source_dir / s) for s in support.sources)])
+
+
+_BUILDERS = {"csharp": _build_csharp, "scala": _build_scala}
+
+
+def _compile(support: Support, argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"building the C# test support failed:\n{done.stdout}{done.stderr}")
+        raise RuntimeError(f"building the {support.name} support failed:\n{done.stdout}{done.stderr}")
