@@ -94,6 +94,12 @@ def load_problems(
     return problems if limit is None else problems[:limit]
 
 
+def problems_file(language: str, data_dir: Path | None = None) -> Path:
+    """The file `load_problems` reads for `language` (its fingerprint goes into stage-cache keys)."""
+    check_language(language)
+    return _language_file(language, data_dir, METADATA_FILE, "MBXP problems")
+
+
 def load_sample_completions(language: str, data_dir: Path | None = None) -> dict[str, list[str]]:
     """task_id -> sample completions (mxeval's `examples/*_samples.jsonl`) for one language.
 

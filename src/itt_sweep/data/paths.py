@@ -7,6 +7,8 @@ everywhere: with a `DataNotFoundError` that tells the user to run `make data`, i
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -44,3 +46,22 @@ def read_jsonl(path: str | Path) -> list[dict]:
     """Every data folder stores one JSON object per line; blank lines are skipped."""
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """A digest of the files' contents: stage-cache keys include it, so a stage trained on one copy of the
+    data (a local mirror, say) is never reused after other files land under the same data directory."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        stat = path.stat()
+        digest.update(f"{path.name}\0{_file_digest(str(path), stat.st_size, stat.st_mtime_ns)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

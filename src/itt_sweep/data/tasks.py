@@ -72,7 +72,12 @@ class IntermediateTask:
     target_langs: tuple[str, ...] | None = None  # keep only these target languages from the hub
 
     def load(self, split: str, data_dir: Path | None = None, limit: int | None = None) -> list[Example]:
-        """The first `limit` examples of a local split, in file order."""
+        """A local split, in file order; with a `limit`, a fixed sample of that many spread over the file.
+
+        Files are often grouped (CODE-NN's holds all its C# first, then SQL, then Python), so the first
+        `limit` lines would be a biased slice. The sample depends on the task and split alone, not on the
+        trial's seed: every seed of a cell trains on the same data and shares its stage-1 cache entry.
+        """
         if split not in self.splits:
             raise ValueError(f"task {self.name!r} has no split {split!r}; it has {', '.join(self.splits)}")
         if limit is not None and limit < 0:
@@ -80,7 +85,16 @@ class IntermediateTask:
         path = resolve_data_dir(data_dir) / self.folder / f"{split}.jsonl"
         require_file(path, f"split {split!r} of task {self.name!r}")
         examples = _parse_examples(str(path), path.stat().st_mtime_ns)
-        return list(examples if limit is None else examples[:limit])
+        if limit is None or limit >= len(examples):
+            return list(examples)
+        chosen = sorted(random.Random(f"{self.name}/{split}").sample(range(len(examples)), limit))
+        return [examples[index] for index in chosen]
+
+    def files(self, data_dir: Path | None = None) -> list[Path]:
+        """Every split file of the local copy (their fingerprint goes into stage-cache keys)."""
+        folder = resolve_data_dir(data_dir) / self.folder
+        return [require_file(folder / f"{split}.jsonl", f"split {split!r} of task {self.name!r}")
+                for split in self.splits]
 
 
 def _task(**kwargs) -> tuple[str, IntermediateTask]:
@@ -197,11 +211,12 @@ def load_task_examples(
     limit: int | None = None,
     seed: int = 0,
 ) -> list[Example]:
-    """Examples of one task (its first `limit`), of the mixture `all`, or none for `none`.
+    """Examples of one task (a fixed sample of `limit`), of the mixture `all`, or none for `none`.
 
     `all` mixes every task that has `split`, examples-proportionally with T5's artificial size cap
     chosen so the mixture holds `limit` examples (each task gives min(size, cap); every example when
-    `limit` is None); each task gives its first examples, and `random.Random(seed)` interleaves them.
+    `limit` is None); each task gives its fixed sample (`IntermediateTask.load`), and `random.Random(seed)`
+    interleaves them.
     """
     check_task(name)
     if name == NONE:
@@ -254,6 +269,15 @@ def task_version(name: str) -> str:
         parts = ",".join(INTERMEDIATE_TASKS[part].version for part in sorted(INTERMEDIATE_TASKS))
         return f"{ALL}:{MIXTURE_VERSION}[{parts}]"
     return INTERMEDIATE_TASKS[name].version
+
+
+def task_files(name: str, data_dir: Path | None = None) -> list[Path]:
+    """The data files a task (or every part of `all`) reads; none for `none`."""
+    check_task(name)
+    if name == NONE:
+        return []
+    tasks = INTERMEDIATE_TASKS.values() if name == ALL else [INTERMEDIATE_TASKS[name]]
+    return [path for task in tasks for path in task.files(data_dir)]
 
 
 @functools.lru_cache(maxsize=32)
