@@ -83,6 +83,8 @@ for name in ("gpu_generate.json", "gpu_train.json"):
                   f"peak {row.get('peak_memory_gib', 0):.1f} GiB")
         else:
             print(f"  {row['variant']}: {row['status']}")
+    if "identity_fp32" in report:
+        print("  identity in fp32 (ours vs HF generate):", json.dumps(report["identity_fp32"]))
     if "ratios" in report:
         print("  ratios:", json.dumps(report["ratios"]))
 EOF
