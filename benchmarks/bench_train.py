@@ -41,7 +41,7 @@ SEQ_LEN = 2048
 
 # ---------------------------------------------------------------------------------------------- the plain loop
 def plain_loop(model, examples, micro: int, steps: int, device, bf16: bool, compile_model: bool,
-               lr: float = 3e-4, pad_id: int = 0, seed: int = 0) -> list[float]:
+               lr: float = 3e-4, pad_id: int = 0, seed: int = 0, on_step=None) -> list[float]:
     """The reference: AdamW (fused on GPU), bf16 autocast, clipping and the LR schedule our stage uses."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95),
                                   fused=True if device.type == "cuda" else None)
@@ -64,6 +64,8 @@ def plain_loop(model, examples, micro: int, steps: int, device, bf16: bool, comp
         loss.item()  # waits for the device, as our loop does once per step
         times.append(time.perf_counter() - start)
         print(f"  step {step + 1}/{steps}: {times[-1]:.3f} s", flush=True)
+        if on_step is not None:
+            on_step()
     return times
 
 
@@ -85,8 +87,9 @@ def stage_job(model_cfg: dict[str, Any] | None, init_model: str | None, data: di
 
 
 # ------------------------------------------------------------------------------------------------ GPU variants
-def run_variant(name: str, micro: int, steps: int, tiny: bool) -> dict[str, Any]:
-    """One variant in this process; returns its step times and peak memory."""
+def run_variant(name: str, micro: int, steps: int, tiny: bool, profile_steps: int = 0) -> dict[str, Any]:
+    """One variant in this process; returns its step times and peak memory, and with `profile_steps` the
+    top kernels of that many further steps (profiled after the timed ones, so the timings stay clean)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = common.LLAMA_TINY if tiny else common.LLAMA_1B
@@ -96,13 +99,16 @@ def run_variant(name: str, micro: int, steps: int, tiny: bool) -> dict[str, Any]
     if device.type == "cpu":
         torch.set_num_threads(1)  # as our loop does on a CPU (prepare_runtime), so the two compare
     n_examples = max(4 * micro, 16)
+    profiler = step_profiler(device, steps, profile_steps)
+    on_step = profiler.step if profiler is not None else None
+    steps += profile_steps + (1 if profile_steps else 0)  # one profiler warm-up step, then the profiled ones
     start = time.perf_counter()
     if name.startswith("plain"):
         torch.manual_seed(0)
         with device:
             model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg), dtype=torch.float32)
         examples = synthetic_examples(n_examples, seq_len, cfg["vocab_size"], seed=0)
-        times = plain_loop(model, examples, micro, steps, device, bf16, compile_model)
+        times = plain_loop(model, examples, micro, steps, device, bf16, compile_model, on_step=on_step)
     else:
         from itt_sweep.train.loop import run_without_ray
 
@@ -111,19 +117,45 @@ def run_variant(name: str, micro: int, steps: int, tiny: bool) -> dict[str, Any]
                 "val_examples": 0}
         job = stage_job(cfg, None, data, steps=steps, micro=micro, seq_len=seq_len, use_gpu=bf16,
                         compile_model=compile_model, export=False)
-        times = [h["step_time"] for h in run_without_ray(job)["history"]]
+        times = [h["step_time"] for h in run_without_ray(job, on_step=on_step)["history"]]
+    timed_steps = len(times) - profile_steps - (1 if profile_steps else 0)
     result = {"variant": name, "micro_batch": micro, "seq_len": seq_len, "wall_s": time.perf_counter() - start,
-              "step_times": times, "tokens_per_step": micro * seq_len}
+              "step_times": times[:timed_steps], "tokens_per_step": micro * seq_len}
+    if profiler is not None:
+        profiler.stop()
+        result["profile"] = top_kernels(profiler, device, profile_steps)
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         result["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     return result
 
 
+def step_profiler(device, wait: int, active: int):
+    """A started torch profiler that records `active` steps after `wait` + 1 warm-up step (None for 0)."""
+    if not active:
+        return None
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    profiler = profile(activities=activities, schedule=schedule(wait=wait, warmup=1, active=active))
+    profiler.start()
+    return profiler
+
+
+def top_kernels(profiler, device, steps: int, limit: int = 30) -> list[dict[str, Any]]:
+    """Where a step's time goes: the ops/kernels with the most self time per step (device time on a GPU)."""
+    attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in profiler.key_averages()
+              if getattr(e, attribute, 0) > 0 and not e.key.startswith("ProfilerStep")]
+    events.sort(key=lambda e: getattr(e, attribute), reverse=True)
+    return [{"name": e.key[:160], "ms_per_step": getattr(e, attribute) / 1e3 / steps, "calls_per_step": e.count / steps}
+            for e in events[:limit]]
+
+
 def variant_main(args: argparse.Namespace) -> int:
     """Entry point of a variant's own process: writes its result file, or exits with OOM_EXIT."""
     try:
-        result = run_variant(args.variant, args.micro, args.steps, args.tiny)
+        result = run_variant(args.variant, args.micro, args.steps, args.tiny, args.profile_steps)
     except torch.OutOfMemoryError as exc:
         print(f"{args.variant}: out of memory at micro-batch {args.micro}: {exc}", flush=True)
         return OOM_EXIT
@@ -136,12 +168,13 @@ def variant_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def spawn_variant(name: str, micro: int, steps: int, tiny: bool, timeout: float, port: int) -> dict[str, Any]:
+def spawn_variant(name: str, micro: int, steps: int, tiny: bool, timeout: float, port: int,
+                  profile_steps: int = 0) -> dict[str, Any]:
     """Run a variant in a child process group (compile workers included), killed whole at the timeout."""
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         result_file = Path(tmp, "result.json")
         cmd = [sys.executable, __file__, "--variant", name, "--micro", str(micro), "--steps", str(steps),
-               "--result", str(result_file)] + (["--tiny"] if tiny else [])
+               "--result", str(result_file), "--profile-steps", str(profile_steps)] + (["--tiny"] if tiny else [])
         env = dict(os.environ, MASTER_PORT=str(port), PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         # A group in its own session outlives us unless we end it: on our timeout, a SIGTERM, and at its end.
@@ -196,7 +229,7 @@ def gpu_suite(args: argparse.Namespace) -> dict[str, Any]:
                 break
             print(f"=== {name}: micro-batch {micro}, {args.steps} steps ({left:.0f} s left)", flush=True)
             raw = spawn_variant(name, micro, args.steps, args.tiny, min(left, args.variant_timeout_s),
-                                port=next(ports))
+                                port=next(ports), profile_steps=args.profile_steps)
             if raw["status"] == "oom" and micro > 1:
                 micro //= 2  # every later variant runs at the smaller size too, so they stay comparable
                 continue
@@ -308,6 +341,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--budget-s", type=float, default=330, help="--gpu: time for all variants together")
     parser.add_argument("--variant-timeout-s", type=float, default=210)
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="--gpu: profile this many steps after the timed ones; the top kernels go in the result")
     parser.add_argument("--out", default=None, help="result file (default: by mode, see the module doc)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     parser.add_argument("--result", help=argparse.SUPPRESS)

@@ -49,7 +49,7 @@ transformers.__version__, 'deepspeed', deepspeed.__version__, 'cuda', torch.cuda
     # expandable segments: less fragmentation for the large training allocations (not for CUDA graphs above);
     # TORCH_LOGS=recompiles names any guard that makes torch.compile recompile inside the timed steps
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TORCH_LOGS=recompiles timeout -k 10 "$TRAIN_TIMEOUT_S" \
-        "$PY" benchmarks/bench_train.py --gpu $TINY \
+        "$PY" benchmarks/bench_train.py --gpu $TINY --profile-steps 2 \
         --budget-s $(( TRAIN_TIMEOUT_S - 20 ))
     local train=$?
     nvidia-smi --query-gpu=name,memory.used,clocks.sm,temperature.gpu --format=csv 2>/dev/null

@@ -77,13 +77,17 @@ def test_generation_benchmark_finds_our_decoder_identical_to_hf_generate(tmp_pat
 def test_gpu_training_variants_run_on_a_tiny_model_and_report_throughput(tmp_path):
     out = tmp_path / "gpu_train.json"
     run_script([sys.executable, "benchmarks/bench_train.py", "--gpu", "--tiny", "--variants",
-                "plain_eager,ours_eager", "--steps", "5", "--warmup", "2", "--out", str(out)], timeout=600)
+                "plain_eager,ours_eager", "--steps", "5", "--warmup", "2", "--profile-steps", "2",
+                "--out", str(out)], timeout=600)
     report = json.loads(out.read_text())
     rows = {row["variant"]: row for row in report["variants"]}
     assert set(rows) == {"plain_eager", "ours_eager"}
     for row in rows.values():
-        assert row["status"] == "ok" and row["timed_steps"] == 3 and row["tokens_per_s"] > 0
+        assert row["status"] == "ok" and row["timed_steps"] == 3 and row["tokens_per_s"] > 0  # profiled: apart
         assert 0 < row["mfu"] < row["mfu_reference_convention"]
+        names = " ".join(op["name"] for op in row["profile"])
+        assert "aten::mm" in names or "aten::addmm" in names, names  # the model's matmuls show up
+        assert all(op["ms_per_step"] > 0 for op in row["profile"])
     assert report["ratios"]["ours_eager/plain_eager"] > 0
 
 

@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,7 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
         now = time.perf_counter()
         history.append({"step": step + 1, "train_loss": step_loss, "lr": engine.get_lr()[0],
                         "time": now - t0, "step_time": now - step_start})
+        session.step_done()
         last = step + 1 == stage["steps"]
         metrics = {f"{prefix}_step": step + 1, f"{prefix}_train_loss": step_loss, "stage": prefix}
         if (step + 1) % stage["eval_every"] == 0 or last:
@@ -242,6 +244,7 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     run_stage_loop(job, RaySession())
 
 
-def run_without_ray(job: dict[str, Any]) -> dict[str, Any]:
-    """Single-process run of the same loop (benchmarks, GPU machine without Ray)."""
-    return run_stage_loop(job, LocalSession())
+def run_without_ray(job: dict[str, Any], on_step: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Single-process run of the same loop (benchmarks, GPU machine without Ray); `on_step` is called after
+    every step (a profiler's `step`)."""
+    return run_stage_loop(job, LocalSession(on_step=on_step))

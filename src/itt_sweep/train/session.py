@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,8 @@ class Session(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None, export: bool = False) -> None: ...
 
     def log(self, message: str) -> None: ...
+
+    def step_done(self) -> None: ...
 
 
 class RaySession:
@@ -57,6 +60,9 @@ class RaySession:
     def log(self, message: str) -> None:
         log.warning("[rank %d] %s", self.rank, message)
 
+    def step_done(self) -> None:
+        pass
+
 
 class _LocalCheckpoint:
     def __init__(self, path: Path) -> None:
@@ -71,8 +77,9 @@ class _LocalCheckpoint:
 class LocalSession:
     """One process, no Ray: keeps the latest checkpoint in a temp dir and the reports in a list."""
 
-    def __init__(self, checkpoint_root: str | None = None) -> None:
+    def __init__(self, checkpoint_root: str | None = None, on_step: Callable[[], None] | None = None) -> None:
         self.rank, self.world_size = 0, 1
+        self.on_step = on_step  # the GPU benchmark's profiler steps here
         self.root = Path(checkpoint_root or tempfile.mkdtemp(prefix="itt-local-"))
         self.reports: list[dict[str, Any]] = []
         self.latest: _LocalCheckpoint | None = None
@@ -89,3 +96,7 @@ class LocalSession:
 
     def log(self, message: str) -> None:
         log.warning(message)
+
+    def step_done(self) -> None:
+        if self.on_step is not None:
+            self.on_step()
