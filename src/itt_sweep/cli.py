@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check a sweep file and print its matrix")
     p.add_argument("sweep")
-    p.add_argument("--preflight", action="store_true", help="also check data, toolchains, storage, tracking")
+    p.add_argument("--preflight", action="store_true",
+                   help="also check data, toolchains, storage (path and checkpoints), tracking")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("run", help="run a sweep")
     p.add_argument("sweep")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -206,8 +207,28 @@ class ResourcesSpec(_Strict):
     max_failures: NonNegInt = 1
 
 
+CHECKPOINT_SCHEMES = ("s3", "gs", "gcs", "file")
+CHECKPOINT_FORMS = "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or a local path"
+
+
 class StorageSpec(_Strict):
+    """Where a sweep keeps its files.
+
+    `path`: a POSIX directory shared by every node (EFS on a cluster): the stage cache, references and trial
+    dirs need its file locks and atomic renames. `checkpoints` (optional): a URI for Ray Tune's experiment state
+    and every stage's Ray Train checkpoints, which Ray writes through pyarrow: s3://BUCKET/PREFIX (S3 or an
+    S3-protocol server: AWS_ENDPOINT_URL or ?endpoint_override=), gs://BUCKET/PREFIX or a local path. On a
+    cluster that is what survives losing spot nodes. Unset: they live under `path`, as `<path>/<name>/tune`
+    and `<path>/<name>/train`; set: as `<checkpoints>/<name>/tune` and `<checkpoints>/<name>/train`.
+    """
+
     path: str = "runs"
+    checkpoints: str | None = None
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoint_uri(cls, uri: str | None) -> str | None:
+        return None if uri is None else check_checkpoint_uri(uri)
 
 
 class TrackingSpec(_Strict):
@@ -250,7 +271,10 @@ class SweepConfig(_Strict):
                 for s in self.matrix.source_languages for seed in self.matrix.seeds]
 
     def config_hash(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
+        raw = self.model_dump(mode="json")
+        if raw["storage"]["checkpoints"] is None:  # sweeps from before the field keep their hash (MLflow parent)
+            del raw["storage"]["checkpoints"]
+        return stable_hash(raw)
 
 
 class Cell(tuple):
@@ -277,6 +301,27 @@ def _check_members(values: list[str], allowed: list[str], what: str) -> list[str
     if len(set(values)) != len(values):
         raise ValueError(f"duplicate {what} in {values}")
     return values
+
+
+def check_checkpoint_uri(uri: str) -> str:
+    """`uri` if Ray can store checkpoints there (a scheme pyarrow resolves), else a ValueError saying what works.
+
+    Only the form is checked here; whether the bucket is reachable and writable is the preflight's job."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        if not uri.strip():
+            raise ValueError(f"empty; use {CHECKPOINT_FORMS}")
+        if re.match(r"^(s3|gs|gcs|file):", uri):
+            raise ValueError(f"{uri!r} is missing the '//' after the scheme; use {CHECKPOINT_FORMS}")
+        return uri  # a local path
+    if scheme not in CHECKPOINT_SCHEMES:
+        raise ValueError(f"unsupported scheme {scheme}:// in {uri!r}; use {CHECKPOINT_FORMS}")
+    bucket = rest.split("/", 1)[0].split("?", 1)[0]
+    if scheme == "file" and not rest.startswith("/"):
+        raise ValueError(f"{uri!r}: a file:// URI needs an absolute path (file:///DIR)")
+    if scheme != "file" and not bucket:
+        raise ValueError(f"{uri!r} names no bucket; use {CHECKPOINT_FORMS}")
+    return uri
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

@@ -10,15 +10,15 @@ from typing import Any
 
 import yaml
 
-from itt_sweep.config import SweepConfig, load_sweep, trial_count
+from itt_sweep.config import SweepConfig, SweepFileError, load_sweep, trial_count
 from itt_sweep.sweep.prepare import preflight, sweep_context
 from itt_sweep.sweep.progress import ProgressTable
 from itt_sweep.sweep.schedulers import make_scheduler
 from itt_sweep.sweep.search import CellSearcher
+from itt_sweep.sweep.storage import TUNE_DIR, tune_location, tune_state_header
 from itt_sweep.sweep.trial import run_trial
 
 log = logging.getLogger(__name__)
-TUNE_DIR = "tune"
 # Trials fail over to their outbox quickly instead of sitting in MLflow's default retry backoff (minutes).
 TRIAL_ENV = {"TOKENIZERS_PARALLELISM": "false", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -56,7 +56,8 @@ def start_tracking(sweep: SweepConfig, ctx: dict[str, Any], sweep_path: Path) ->
     tags = {"itt.sweep": sweep.name, "itt.sweep_hash": sweep.config_hash(), "itt.role": "sweep"}
     parent = find_or_create_run(client, exp, tags, run_name=sweep.name, key_tags=("itt.sweep", "itt.sweep_hash"))
     resolved = Path(ctx["sweep_dir"]) / "sweep.resolved.yaml"
-    resolved.write_text(f"# resolved from {sweep_path}\n" + yaml.safe_dump(ctx["sweep"], sort_keys=False))
+    header = f"# resolved from {sweep_path}\n" + tune_state_header(sweep, ctx)
+    resolved.write_text(header + yaml.safe_dump(ctx["sweep"], sort_keys=False))
     client.log_artifact(parent, str(resolved))
     ctx.update(tracking_uri=uri, experiment_id=exp, parent_run_id=parent)
 
@@ -75,7 +76,8 @@ def run_sweep(sweep_path: str | Path) -> SweepOutcome:
         tune_config=tune.TuneConfig(search_alg=CellSearcher(sweep), scheduler=make_scheduler(sweep),
                                     num_samples=trial_count(sweep),
                                     max_concurrent_trials=sweep.resources.max_concurrent_trials),
-        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=ctx["sweep_dir"], callbacks=callbacks(sweep), verbose=0,
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=ctx["ray_storage"], callbacks=callbacks(sweep),
+                                  verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures)),
     )
     results = tuner.fit()
@@ -83,20 +85,25 @@ def run_sweep(sweep_path: str | Path) -> SweepOutcome:
 
 
 def resume_sweep(sweep_dir: str | Path, resume_errored: bool = True) -> SweepOutcome:
-    """Continue an interrupted sweep from its Tune experiment: finished trials are not rerun."""
+    """Continue an interrupted sweep from its Tune experiment (in the sweep dir, or at the storage.checkpoints URI
+    its sweep.resolved.yaml records): finished trials are not rerun."""
     sweep_dir = Path(sweep_dir).resolve()
     resolved = sweep_dir / "sweep.resolved.yaml"
     if not resolved.is_file():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no sweep.resolved.yaml)")
     sweep = load_sweep(resolved)
+    location = tune_location(sweep_dir, sweep)  # read before start_tracking rewrites the file
     data = preflight(sweep, str(resolved))
-    ctx = sweep_context(sweep, data)
-    start_tracking(sweep, ctx, resolved)
-    init_ray()
     from ray import tune
 
-    tuner = tune.Tuner.restore(str(sweep_dir / TUNE_DIR), trainable=trainable(ctx),
-                               resume_errored=resume_errored, restart_errored=False)
+    if not tune.Tuner.can_restore(location):
+        field = "storage.checkpoints" if sweep.storage.checkpoints else "storage.path"
+        raise SweepFileError(resolved, [f"{field}: no Tune experiment to resume at {location}"])
+    ctx = {**sweep_context(sweep, data), "tune_location": location}
+    start_tracking(sweep, ctx, resolved)
+    init_ray()
+    tuner = tune.Tuner.restore(location, trainable=trainable(ctx), resume_errored=resume_errored,
+                               restart_errored=False)
     return finish_sweep(sweep, ctx, tuner.fit())
 
 

@@ -1,7 +1,7 @@
 """Everything a sweep checks and builds before Ray starts: preflight checks, the base model, the context.
 
-Checks that can fail (data dir, toolchains, storage, tracking, GPUs) run here so a bad sweep fails before any
-trial starts, with one message naming the field, and writes nothing.
+Checks that can fail (data dir, toolchains, storage, checkpoint storage, tracking, GPUs) run here so a bad sweep
+fails before any trial starts, with one message naming the field, and writes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from itt_sweep.data.paths import data_dir as resolve_data_dir
 from itt_sweep.data.prompts import format_example
 from itt_sweep.data.tasks import ALL, NONE, load_task_examples
 from itt_sweep.modeling import SCRATCH_VERSION, build_scratch, is_scratch
+from itt_sweep.sweep.storage import local_path, probe_uri, ray_locations
 
 
 def preflight(sweep: SweepConfig, source: str) -> Path:
@@ -39,6 +40,9 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
     storage_problem = check_writable(Path(sweep.storage.path).expanduser())
     if storage_problem:
         problems.append(f"storage.path: {storage_problem}")
+    checkpoints_problem = check_checkpoints(sweep.storage.checkpoints)
+    if checkpoints_problem:
+        problems.append(f"storage.checkpoints: {checkpoints_problem}")
     if problems:
         raise SweepFileError(source, problems)
     from itt_sweep.tracking.mlflow_runs import TrackingUnavailableError, check_reachable
@@ -61,6 +65,20 @@ def check_writable(path: Path) -> str | None:
     except OSError as exc:
         return f"{path} is not writable ({probe}: {exc.strerror})"
     return None
+
+
+def check_checkpoints(location: str | None) -> str | None:
+    """Why Ray could not keep its state at `storage.checkpoints`, or None (also when it is unset).
+
+    A local path is probed like storage.path; object storage by writing and deleting a small object, failing in
+    seconds when the endpoint is unreachable, so a wrong bucket or missing credentials never reach a trial."""
+    if location is None:
+        return None
+    local = local_path(location)
+    if local is not None:
+        return check_writable(local)
+    reason = probe_uri(location)
+    return f"cannot write {location}: {reason}" if reason else None
 
 
 def _gpus_available() -> bool:
@@ -100,4 +118,4 @@ def sweep_context(sweep: SweepConfig, data: Path) -> dict[str, Any]:
     model_path, model_key = base_model(sweep, data, storage_root)
     return {"sweep": sweep.model_dump(mode="json"), "data_dir": str(data.resolve()),
             "storage_root": str(storage_root), "sweep_dir": str(sweep_dir),
-            "base_model": model_path, "base_model_key": model_key}
+            "base_model": model_path, "base_model_key": model_key, **ray_locations(sweep, sweep_dir)}

@@ -1,4 +1,5 @@
-"""`itt-sweep status`: done / running / pending / errored trials per cell, read from the Tune experiment.
+"""`itt-sweep status`: done / running / pending / errored trials per cell, read from the Tune experiment
+(in the sweep dir, or under `storage.checkpoints`, e.g. on S3).
 
 It reads the experiment's saved state, so it works while a sweep runs, after it finished, and after the driver
 was killed (its running trials then show as running until `itt-sweep resume` picks them up).
@@ -9,27 +10,29 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from itt_sweep.config import load_sweep
+from itt_sweep.config import SweepConfig, load_sweep
 from itt_sweep.sweep.search import trial_key
+from itt_sweep.sweep.storage import has_experiment, tune_location
 
 TUNE_STATUS = {"TERMINATED": "done", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending",
                "ERROR": "errored"}
 
 
-def trial_states(sweep_dir: Path) -> dict[str, str]:
-    """trial key -> done | running | pending | errored, for the trials Tune has created."""
-    tune_dir = sweep_dir / "tune"
-    if not (tune_dir.is_dir() and any(tune_dir.glob("experiment_state*.json"))):
+def trial_states(sweep_dir: Path, sweep: SweepConfig) -> dict[str, str]:
+    """trial key -> done | running | pending | errored, for the trials Tune has created (its experiment is in the
+    sweep dir, or at the storage.checkpoints location that sweep.resolved.yaml records)."""
+    location = tune_location(sweep_dir, sweep)
+    if not has_experiment(location):
         return {}
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(str(tune_dir))
+    analysis = ExperimentAnalysis(location)
     return {t.config["trial_key"]: TUNE_STATUS.get(t.status, t.status.lower()) for t in analysis.trials}
 
 
 def cell_table(sweep_dir: Path) -> list[dict[str, object]]:
     sweep = load_sweep(sweep_dir / "sweep.resolved.yaml")
-    states = trial_states(sweep_dir)
+    states = trial_states(sweep_dir, sweep)
     rows = []
     for cell in sweep.cells():
         counts = Counter(states.get(trial_key(cell, n), "pending") for n in range(sweep.search.num_samples))

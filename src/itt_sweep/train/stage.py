@@ -60,13 +60,18 @@ def publish(source_dir: Path, entry: Path) -> Path:
     return entry
 
 
-def fit_stage(job: dict[str, Any], run_name: str, storage_path: str) -> Path:
-    """Run the stage under TorchTrainer; calling it again with the same name resumes from the last checkpoint."""
+def fit_stage(job: dict[str, Any], run_name: str, storage_path: str, ledger_dir: Path | None = None) -> Path:
+    """Run the stage under TorchTrainer; calling it again with the same name resumes from the last checkpoint.
+
+    `storage_path` is where Ray Train keeps the run and its checkpoints: a local dir or a URI (s3://...). The
+    ledger goes to `ledger_dir`, by default `storage_path` itself, which must then be local."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from itt_sweep.train.loop import train_loop_per_worker
 
+    if ledger_dir is None and "://" in storage_path:
+        raise ValueError(f"a remote storage_path ({storage_path}) needs a local ledger_dir")
     training = job["training"]
     callbacks = []
     try:
@@ -84,7 +89,7 @@ def fit_stage(job: dict[str, Any], run_name: str, storage_path: str) -> Path:
                              failure_config=FailureConfig(max_failures=job.get("max_failures", 2)),
                              worker_runtime_env={"env_vars": worker_env(training["use_gpu"])}),
     )
-    record_fit(Path(storage_path), run_name)
+    record_fit(ledger_dir or Path(storage_path), run_name)
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"stage {run_name} finished without an exported model")
@@ -102,8 +107,11 @@ def worker_env(use_gpu: bool) -> dict[str, str]:
     return {} if use_gpu else {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
 
 
-def run_stage(job: dict[str, Any], cache_root: Path, storage_path: str) -> tuple[Path, bool]:
-    """The cached model dir of this stage, training it first if needed; returns (path, trained_now)."""
+def run_stage(job: dict[str, Any], cache_root: Path, storage_path: str,
+              ledger_dir: Path | None = None) -> tuple[Path, bool]:
+    """The cached model dir of this stage, training it first if needed; returns (path, trained_now).
+
+    The cache is always local (file lock, rename); the Ray Train run may be remote (see `fit_stage`)."""
     cache_root.mkdir(parents=True, exist_ok=True)
     entry = cache_root / job["key"]
     if is_complete(entry):
@@ -111,7 +119,7 @@ def run_stage(job: dict[str, Any], cache_root: Path, storage_path: str) -> tuple
     with FileLock(str(cache_root / f"{job['key']}.lock")):
         if is_complete(entry):  # another trial finished it while we waited
             return entry, False
-        export = fit_stage(job, run_name=f"stage-{job['key']}", storage_path=storage_path)
+        export = fit_stage(job, run_name=f"stage-{job['key']}", storage_path=storage_path, ledger_dir=ledger_dir)
         try:
             publish(export, entry)
         finally:
