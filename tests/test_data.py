@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import stat
 from collections import Counter
 from pathlib import Path
@@ -136,14 +137,33 @@ def test_task_names_are_none_then_the_seven_tasks_then_all():
     assert all(task.folder == task.name for task in INTERMEDIATE_TASKS.values())
 
 
-def test_task_limit_takes_the_first_examples(shared_data):
-    examples = load_task_examples("codenn_code2title", "train", shared_data, limit=3)
-    assert examples == load_task_examples("codenn_code2title", "train", shared_data)[:3]
-    assert [ex.id for ex in examples] == [
-        "codenn-csharp-valid-0",
-        "codenn-csharp-valid-1",
-        "codenn-csharp-valid-2",
-    ]
+def test_task_limit_takes_a_fixed_sample_spread_over_the_file(shared_data):
+    """CODE-NN's file holds all its C# first: the first 300 lines would be C# only."""
+    everything = load_task_examples("codenn_code2title", "train", shared_data)
+    examples = load_task_examples("codenn_code2title", "train", shared_data, limit=300)
+    assert len(examples) == 300 and len({ex.id for ex in examples}) == 300
+    assert {ex.source_lang for ex in everything[:300]} == {"csharp"}
+    assert {ex.source_lang for ex in examples} == {"csharp", "sql", "python"}
+    position = {ex.id: index for index, ex in enumerate(everything)}
+    assert [position[ex.id] for ex in examples] == sorted(position[ex.id] for ex in examples)  # file order
+    assert examples == load_task_examples("codenn_code2title", "train", shared_data, limit=300, seed=7)  # any seed
+    assert load_task_examples("codenn_code2title", "train", shared_data, limit=10**9) == everything
+
+
+def test_stage_keys_change_with_the_data_files_not_only_the_task_version(shared_data, tmp_path):
+    from itt_sweep.config import Cell
+    from itt_sweep.sweep.trial import data_fingerprint
+
+    copy = tmp_path / "data"
+    for folder in ("conala_nl2python", "mbxp"):
+        shutil.copytree(shared_data / folder, copy / folder)
+    cell = Cell("conala_nl2python", "python", 0)
+    before = (data_fingerprint(cell, True, copy), data_fingerprint(cell, False, copy))
+    assert before == (data_fingerprint(cell, True, shared_data), data_fingerprint(cell, False, shared_data))
+    with (copy / "conala_nl2python" / "train.jsonl").open("a") as f:
+        f.write("\n")
+    assert data_fingerprint(cell, True, copy) != before[0]
+    assert data_fingerprint(cell, False, copy) == before[1]
 
 
 def test_none_has_no_examples(shared_data):

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from itt_sweep.config import Cell, StageSpec, SweepConfig
-from itt_sweep.data.tasks import NONE, task_version
+from itt_sweep.data.mbxp import problems_file
+from itt_sweep.data.paths import fingerprint
+from itt_sweep.data.tasks import NONE, task_files, task_version
+from itt_sweep.sweep.storage import TRAIN_DIR
 from itt_sweep.train.stage import run_stage, stage_key, stage_metrics
 
 SEARCH_SECTIONS = {"intermediate": ("stages", "intermediate"), "target": ("stages", "target"),
@@ -41,6 +44,7 @@ def stage_job(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, stage_name: s
         "source_language": None if intermediate else cell.source_language,
         "train_limit": sweep.data.intermediate_train_examples if intermediate else sweep.data.target_train_problems,
         "val_limit": sweep.data.intermediate_val_examples if intermediate else None,
+        "files": data_fingerprint(cell, intermediate, Path(ctx["data_dir"])),
     }
     training = sweep.training.model_dump()
     bf16 = sweep.training.precision == "bf16" or (sweep.training.precision == "auto" and sweep.training.use_gpu)
@@ -50,6 +54,13 @@ def stage_job(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, stage_name: s
     return {"key": key, "stage_name": stage_name, "init_model": init_model, "seed": cell.seed, "bf16": bf16,
             "stage": spec.model_dump(), "training": training, "data": {**data, "data_dir": ctx["data_dir"]},
             "max_failures": sweep.resources.max_failures}
+
+
+def data_fingerprint(cell: Cell, intermediate: bool, data_dir: Path) -> str:
+    """Which copy of the data a stage reads, for its cache key (the task versions name only the mapping)."""
+    files = task_files(cell.intermediate_task, data_dir) if intermediate else \
+        [problems_file(cell.source_language, data_dir)]
+    return fingerprint(files)
 
 
 def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
@@ -98,11 +109,11 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tu
     stages = [("target", sweep.stages.target)]
     if cell.intermediate_task != NONE:
         stages.insert(0, ("intermediate", sweep.stages.intermediate))
-    storage = str(Path(ctx["sweep_dir"]) / "train")
+    ledger = Path(ctx["sweep_dir"]) / TRAIN_DIR  # local even when the Ray Train runs go to storage.checkpoints
     val_loss = math.nan
     for name, spec in stages:
         job = stage_job(sweep, ctx, cell, name, spec, model, upstream)
-        entry, trained_now = run_stage(job, Path(ctx["storage_root"]) / "stages", storage)
+        entry, trained_now = run_stage(job, Path(ctx["storage_root"]) / "stages", ctx["train_storage"], ledger)
         done = stage_metrics(entry)
         run.log_stage(name, done["history"], job["key"], trained_now)
         model, upstream = str(entry), job["key"]
