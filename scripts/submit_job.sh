@@ -46,11 +46,14 @@ EOF
 
 # The job ships this checkout (code and sweep files); the image already holds the dependencies and the
 # toolchains, and py_modules puts this checkout's itt_sweep ahead of the image's copy on every node.
+# Ray applies `excludes` to py_modules as well, relative to each module: a pattern such as "data" would drop
+# the package itt_sweep/data. The checkout's data and run folders are left out by .gitignore (/data/, /runs/:
+# anchored at the checkout root), which Ray honours for the working dir. No env_vars here: the driver's
+# ray.init sets the trials' (sweep/driver.py, TRIAL_ENV), and Ray refuses a key set in both places.
 runtime_env=$(cat <<'EOF'
 {"working_dir": ".", "py_modules": ["src/itt_sweep"],
- "excludes": [".git", ".venv", ".cache", "data", "runs", "mlruns", "mlartifacts", "mlflow.db", "*.egg-info",
-              "__pycache__", ".pytest_cache", ".ruff_cache"],
- "env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+ "excludes": [".git", ".venv", ".cache", "mlruns", "mlartifacts", "mlflow.db", "*.egg-info",
+              "__pycache__", ".pytest_cache", ".ruff_cache", ".whl", ".gl"]}
 EOF
 )
 "$RAY" job submit --address "$RAY_ADDRESS" --runtime-env-json "$runtime_env" \

@@ -31,12 +31,15 @@ CASES = {
     "storage under a file": ({"storage": {"path": "{tmp}/a_file/runs"}}, "storage.path", "not a directory"),
     "storage on a read-only fs": ({"storage": {"path": "/proc/itt-runs"}}, "storage.path", "not writable"),
     "tracking server unreachable": ({"tracking": {"uri": "http://127.0.0.1:{port}"}}, "tracking.uri", "unreachable"),
+    # in a Ray Job the working dir is Ray's temporary copy of the checkout: results there would be lost
+    "relative storage in a ray job": ({"storage": {"path": "runs"}}, "storage.path", "temporary copy",
+                                      {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}),
 }
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_environment_errors_fail_before_any_trial_and_write_nothing(case, tmp_path, smoke_raw, data_dir):
-    override, field, hint = CASES[case]
+    override, field, hint, *job_env = CASES[case]
     raw = {**smoke_raw, "data": {**smoke_raw["data"], "dir": str(data_dir)},
            "storage": {"path": str(tmp_path / "runs")}, "tracking": {"uri": f"sqlite:///{tmp_path}/m.db"}}
     text = yaml.safe_dump(override).replace("{tmp}", str(tmp_path)).replace("{port}", str(closed_port()))
@@ -46,7 +49,7 @@ def test_environment_errors_fail_before_any_trial_and_write_nothing(case, tmp_pa
     sweep = tmp_path / "bad.yaml"
     sweep.write_text("# Run: itt-sweep run bad.yaml\n" + yaml.safe_dump(raw))
     before = _files(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(job_env[0] if job_env else {})}
     proc = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "run", str(sweep)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -170,11 +170,17 @@ def watch(head, seen: dict[str, set[str]]) -> None:
 
 
 @pytest.mark.slow
-def test_make_sweep_runs_trials_on_autoscaled_nodes_and_execution_on_sandbox_nodes(tmp_path, data_dir):
+@pytest.mark.parametrize("via", ["job", "gcs"])
+def test_make_sweep_runs_trials_on_autoscaled_nodes_and_execution_on_sandbox_nodes(tmp_path, data_dir, via):
+    """`via=job`: RAY_ADDRESS is the dashboard, so `make sweep` submits a Ray Job (working dir uploaded, driver on
+    the head, logs streamed back), as on the real cluster; `via=gcs`: a driver here joins the cluster."""
+    from itt_sweep.execution.toolchains import toolchain_dir
+
     sweep = write_sweep(tmp_path, data_dir)
     seen: dict[str, set[str]] = {"trial": set(), "train": set(), "execute": set()}
-    with fake_cluster(tmp_path, WORKERS) as (_address, env, head):
-        env = {**env, "OMP_NUM_THREADS": "1"}
+    with fake_cluster(tmp_path, WORKERS, dashboard=via == "job") as (_address, env, head):
+        # the cluster image sets ITT_TOOLCHAIN_DIR; a job runs from an uploaded copy without .cache
+        env = {**env, "OMP_NUM_THREADS": "1", "ITT_TOOLCHAIN_DIR": str(toolchain_dir())}
         bin_dir = str(Path(sys.executable).parent)  # the venv running these tests: no reinstall
         log = (tmp_path / "make.log").open("wb")
         make = subprocess.Popen(["make", "-C", str(REPO), "-o", ".install.stamp", f"BIN={bin_dir}", "sweep",
@@ -185,7 +191,11 @@ def test_make_sweep_runs_trials_on_autoscaled_nodes_and_execution_on_sandbox_nod
             time.sleep(0.05)
         output = (tmp_path / "make.log").read_text()
         assert make.wait(timeout=5) == 0, output[-6000:]
-    assert f"itt-sweep run {sweep}" in output  # make drove the cluster directly: a GCS address, no job
+    if via == "job":
+        assert "scripts/submit_job.sh run" in output and "Submitting:" in output, output[-3000:]
+        assert re.search(r"Job 'itt-run-cluster-\d+-\d+' succeeded", output), output[-3000:]
+    else:
+        assert f"itt-sweep run {sweep}" in output  # make drove the cluster directly: a GCS address, no job
     assert seen["trial"] == {"trainer"} and seen["train"] == {"trainer"}, seen
     assert seen["execute"] == {"sandbox_cpu"}, seen
     assert_results_complete(tmp_path)

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from itt_sweep.config import SweepConfig, SweepFileError, load_sweep, trial_count
-from itt_sweep.sweep.prepare import preflight, sweep_context
+from itt_sweep.sweep.prepare import in_ray_job, preflight, sweep_context
 from itt_sweep.sweep.progress import ProgressTable
 from itt_sweep.sweep.schedulers import make_scheduler
 from itt_sweep.sweep.search import CellSearcher
@@ -35,6 +35,13 @@ def init_ray() -> None:
     address = os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, include_dashboard=False, log_to_driver=True,
              runtime_env={"env_vars": TRIAL_ENV})
+
+
+def leave_job_copy(ctx: dict[str, Any]) -> None:
+    """In a Ray Job, work from the sweep dir: the job's copy of the checkout (its starting directory) is
+    Ray's to delete or unpack again, and Tune resolves paths against the current directory."""
+    if in_ray_job():
+        os.chdir(ctx["sweep_dir"])
 
 
 def callbacks(sweep: SweepConfig) -> list:
@@ -68,6 +75,7 @@ def run_sweep(sweep_path: str | Path) -> SweepOutcome:
     data = preflight(sweep, str(sweep_path))
     ctx = sweep_context(sweep, data)
     start_tracking(sweep, ctx, Path(sweep_path))
+    leave_job_copy(ctx)
     init_ray()
     from ray import tune
 
@@ -101,6 +109,7 @@ def resume_sweep(sweep_dir: str | Path, resume_errored: bool = True) -> SweepOut
         raise SweepFileError(resolved, [f"{field}: no Tune experiment to resume at {location}"])
     ctx = {**sweep_context(sweep, data), "tune_location": location}
     start_tracking(sweep, ctx, resolved)
+    leave_job_copy(ctx)
     init_ray()
     tuner = tune.Tuner.restore(location, trainable=trainable(ctx), resume_errored=resume_errored,
                                restart_errored=False)

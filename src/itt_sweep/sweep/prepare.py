@@ -43,6 +43,8 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
     checkpoints_problem = check_checkpoints(sweep.storage.checkpoints)
     if checkpoints_problem:
         problems.append(f"storage.checkpoints: {checkpoints_problem}")
+    if in_ray_job():
+        problems += ray_job_problems(sweep)
     if problems:
         raise SweepFileError(source, problems)
     from itt_sweep.tracking.mlflow_runs import TrackingUnavailableError, check_reachable
@@ -52,6 +54,26 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
     except TrackingUnavailableError as exc:
         raise SweepFileError(source, [str(exc)]) from None
     return data
+
+
+def in_ray_job() -> bool:
+    """True in the driver of a Ray Job (`make sweep` on a cluster): Ray sets this variable for entrypoints."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def ray_job_problems(sweep: SweepConfig) -> list[str]:
+    """A Ray Job runs in a temporary copy of the checkout on the head node, deleted after the job (and
+    replaced whenever the working dir is unpacked again): results under a relative path would go with it."""
+    where = "use an absolute path on the cluster's shared storage (cluster.yaml: /mnt/efs/...)"
+    problems = []
+    if not Path(sweep.storage.path).expanduser().is_absolute():
+        problems.append(f"storage.path: {sweep.storage.path!r} is relative, inside the Ray Job's temporary copy "
+                        f"of the checkout; {where}")
+    uri = sweep.tracking.uri
+    if uri.startswith("sqlite:///") and not uri.removeprefix("sqlite:///").startswith("/"):
+        problems.append(f"tracking.uri: {uri!r} is relative, inside the Ray Job's temporary copy of the checkout; "
+                        f"{where}, or the MLflow server on the head (http://127.0.0.1:5000)")
+    return problems
 
 
 def check_writable(path: Path) -> str | None:
