@@ -88,16 +88,9 @@ def _wait_for_port(port: int, head: subprocess.Popen, tmp_path: Path, timeout_s:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def _wait_for_gcs(port: int, head: subprocess.Popen, tmp_path: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert head.poll() is None, (tmp_path / "ray_head.log").read_text()[-3000:]
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                time.sleep(2)
-                return
-        time.sleep(0.5)
-    raise TimeoutError("the fake cluster's head did not start")
+def _wait_for_gcs(port: int, head: subprocess.Popen, tmp_path: Path) -> None:
+    _wait_for_port(port, head, tmp_path)
+    time.sleep(2)  # the GCS listens a moment before it serves
 
 
 def worker_raylets(head: subprocess.Popen) -> list[int]:
