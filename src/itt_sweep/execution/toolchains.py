@@ -61,7 +61,7 @@ def tool_home(name: str) -> Path | None:
     return Path(path).resolve().parent.parent if path else None
 
 
-# ---------------------------------------------------------------- C# test support
+# ---------------------------------------------------------------- supports we build (C#, Scala)
 
 @dataclass(frozen=True)
 class Support:
@@ -91,10 +91,6 @@ SUPPORTS = {
 def support_dir(language: str) -> Path:
     """The folder holding this version of a language's support (it may not be built yet)."""
     return toolchain_dir() / language / _sources_digest(language)
-
-
-def csharp_support_dir() -> Path:
-    return support_dir("csharp")
 
 
 @functools.cache
@@ -144,10 +140,6 @@ def build_support(language: str) -> Path | None:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(staging)
     return folder
-
-
-def build_csharp_support() -> Path:
-    return build_support("csharp")  # type: ignore[return-value]
 
 
 def _build_csharp(mcs: str, support: Support, out: Path) -> None:
