@@ -126,9 +126,7 @@ class _Settler:
             if len(keys) == 1 and not attributed:
                 attributed = {keys[0]: _whole_output(result, self.limits)}
             if attributed:
-                for key, message in attributed.items():
-                    self.build.failures[key] = Verdict(status="compile_error",
-                                                       compile_s=self.build.compile_s[key], stderr=message)
+                self._record_failures(attributed)
                 keys = [key for key in keys if key not in attributed]
                 continue
             half = len(keys) // 2
@@ -138,10 +136,13 @@ class _Settler:
     def _own_failures(self, keys: list[str], result: StepResult) -> dict[str, str]:
         """A self-settling call exited 0: the programs it printed errors for failed, the rest compiled."""
         failed = attributed_errors(result.stdout + "\n" + result.stderr, keys, self.recipe.file_name)
-        for key, message in failed.items():
+        self._record_failures(failed)
+        return failed
+
+    def _record_failures(self, messages: dict[str, str]) -> None:
+        for key, message in messages.items():
             self.build.failures[key] = Verdict(status="compile_error", compile_s=self.build.compile_s[key],
                                                stderr=message)
-        return failed
 
     def _call(self, keys: list[str]) -> tuple[Path, StepResult]:
         call_dir = self.build.folder / f"call-{self.calls}"

@@ -21,6 +21,7 @@ bomb then dies with the runtime's own out-of-memory error, which the executor re
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,9 +115,10 @@ class Recipe:
         return Path(self.file_name).stem
 
 
-def _jvm_batch(compiler: str, *options: str) -> Batch:
-    return Batch(compile=(compiler, "-J-Xmx{compile_heap_mb}m", "-nowarn", *options, "-d", "classes", "{sources}"),
-                 artifacts=(("classes/{key}", "{key}"),), folders=("classes",), prefix="package {key}; ")
+def _package_batch(compile: tuple[str, ...], **options) -> Batch:
+    """A JVM batch: each program in its own package `{key}`, its classes taken from `classes/{key}`."""
+    return Batch(compile=compile, artifacts=(("classes/{key}", "{key}"),), prefix="package {key}; ",
+                 **{"folders": ("classes",), **options})
 
 
 def _checked_batch(interpreter: str, *options: str) -> Batch:
@@ -180,10 +182,9 @@ RECIPES: dict[str, Recipe] = {
         install_hint="apt-get install -y default-jdk-headless",
         stop_sequences=_BRACE_STOPS,
         keep_stop=True,
-        batch=Batch(compile=("javac", "-J-Xmx{compile_heap_mb}m", *(f"-J{o}" for o in _JVM_COMPILER_OPTS.split()),
-                             "-encoding", "UTF-8", "-nowarn", "-proc:none", "-implicit:none", "-Xmaxerrs",
-                             "100000", "-d", "classes", "{sources}"),
-                    artifacts=(("classes/{key}", "{key}"),), prefix="package {key}; ", per_program_s=1.0),
+        batch=_package_batch(("javac", "-J-Xmx{compile_heap_mb}m", *(f"-J{o}" for o in _JVM_COMPILER_OPTS.split()),
+                              "-encoding", "UTF-8", "-nowarn", "-proc:none", "-implicit:none", "-Xmaxerrs",
+                              "100000", "-d", "classes", "{sources}"), folders=(), per_program_s=1.0),
         memory_slack_mb=1536,  # metaspace, code cache, class space, 16 MiB thread stacks
         compile_memory_mb=1536,
         env=_JVM_ENV,
@@ -197,7 +198,9 @@ RECIPES: dict[str, Recipe] = {
         install_hint="apt-get install -y kotlin",
         stop_sequences=_BRACE_STOPS,
         keep_stop=True,
-        batch=_jvm_batch("kotlinc", "-jvm-target", "1.8"),  # 1.3 defaults to 1.6: no static interface calls
+        # kotlinc 1.3 defaults to -jvm-target 1.6: no static interface calls
+        batch=_package_batch(("kotlinc", "-J-Xmx{compile_heap_mb}m", "-nowarn", "-jvm-target", "1.8", "-d", "classes",
+                              "{sources}")),
         memory_slack_mb=1536,
         runtime_jars=(("kotlinc", "lib/kotlin-stdlib.jar"),),
         env=_JVM_ENV,
@@ -213,10 +216,9 @@ RECIPES: dict[str, Recipe] = {
         stop_sequences=("\n    }",),  # the prompt opens `def` inside `object Main`, indented by 4
         keep_stop=True,
         # scalac needs up to three cold calls to settle a batch with errors; our driver does them in one JVM
-        batch=Batch(compile=("java", "-Xmx{compile_heap_mb}m", *_JVM_COMPILER_OPTS.split(), "-cp",
-                             "{tool_cp}:{support}", "itt.IttScalaBatch", "classes", "{sources}"),
-                    artifacts=(("classes/{key}", "{key}"),), folders=("classes",), prefix="package {key}; ",
-                    settles_itself=True),
+        batch=_package_batch(("java", "-Xmx{compile_heap_mb}m", *_JVM_COMPILER_OPTS.split(), "-cp",
+                              "{tool_cp}:{support}", "itt.IttScalaBatch", "classes", "{sources}"),
+                             settles_itself=True),
         memory_slack_mb=1536,
         runtime_jars=(("scalac", "lib/scala-library.jar"),),
         env=_JVM_ENV,
@@ -321,7 +323,13 @@ def get_recipe(language: str) -> Recipe:
 def tool_classpath(recipe: Recipe) -> str:
     """The `{tool_cp}` of a recipe: every jar of its compiler's home, as the compiler's own launcher has."""
     home = tool_home(recipe.compile_tool) if recipe.compile_tool else None
-    return ":".join(str(jar) for jar in sorted((home / "lib").glob("*.jar"))) if home else ""
+    return _home_jars(home) if home else ""
+
+
+@functools.cache
+def _home_jars(home: Path) -> str:
+    """Looked up once per home: every step of every program fills in its placeholders."""
+    return ":".join(str(jar) for jar in sorted((home / "lib").glob("*.jar")))
 
 
 def runtime_classpath(recipe: Recipe) -> str:
