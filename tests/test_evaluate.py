@@ -13,6 +13,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from itt_sweep.encoding import encode_pair
 from itt_sweep.evaluate import (
     GenerationConfig,
     generate_completions,
@@ -144,7 +145,7 @@ def test_batched_greedy_equals_one_prompt_at_a_time(model, tokenizer):
     config = GenerationConfig(max_new_tokens=20, batch_size=2)
     batched = generate_completions(model, tokenizer, PROMPTS, [], config)
     alone = [_greedy_alone(model, tokenizer, prompt, 20) for prompt in PROMPTS]
-    assert [texts[0] for texts in batched] == alone
+    assert [g.texts[0] for g in batched] == alone
 
 
 def test_completions_come_back_in_the_prompts_order(model, tokenizer):
@@ -152,7 +153,7 @@ def test_completions_come_back_in_the_prompts_order(model, tokenizer):
     forward = generate_completions(model, tokenizer, PROMPTS, [], config)
     backward = generate_completions(model, tokenizer, PROMPTS[::-1], [], config)
     assert backward == forward[::-1]
-    assert len({texts[0] for texts in forward}) > 1  # distinct prompts, distinct answers: order is observable
+    assert len({g.texts[0] for g in forward}) > 1  # distinct prompts, distinct answers: order is observable
 
 
 def test_completion_is_cut_before_the_stop_sequence(model, tokenizer):
@@ -161,7 +162,8 @@ def test_completion_is_cut_before_the_stop_sequence(model, tokenizer):
     stop = _ascii_piece(full, 5, 2)
     expected = full[: full.index(stop)]
     config = GenerationConfig(max_new_tokens=30, batch_size=4)
-    [[completion]] = generate_completions(model, tokenizer, [prompt], [stop], config)
+    [generation] = generate_completions(model, tokenizer, [prompt], [stop], config)
+    completion = generation.texts[0]
     assert completion == expected
     assert stop not in completion
 
@@ -171,7 +173,7 @@ def test_batched_greedy_with_stops_equals_one_at_a_time_truncated(model, tokeniz
     stops = [_ascii_piece(alone[2], 4, 2), _ascii_piece(alone[0], 6, 1)]
     config = GenerationConfig(max_new_tokens=24, batch_size=8)
     batched = generate_completions(model, tokenizer, PROMPTS, stops, config)
-    assert [texts[0] for texts in batched] == [truncate_at_stop(text, stops) for text in alone]
+    assert [g.texts[0] for g in batched] == [truncate_at_stop(text, stops) for text in alone]
 
 
 def test_batch_stops_early_once_every_sequence_hit_a_stop(model, tokenizer):
@@ -191,10 +193,10 @@ def test_sampling_gives_num_samples_reproducible_completions(model, tokenizer):
     first = generate_completions(model, tokenizer, PROMPTS[:3], [], config, seed=1)
     again = generate_completions(model, tokenizer, PROMPTS[:3], [], config, seed=1)
     other = generate_completions(model, tokenizer, PROMPTS[:3], [], config, seed=2)
-    assert [len(texts) for texts in first] == [3, 3, 3]
+    assert [len(g.texts) for g in first] == [3, 3, 3]
     assert first == again
     assert first != other
-    assert len(set(first[0])) > 1
+    assert len(set(first[0].texts)) > 1
 
 
 def test_sampling_leaves_the_callers_random_stream_alone(model, tokenizer):
@@ -212,7 +214,7 @@ def test_tokenizer_without_pad_token_is_padded_with_eos_and_restored(model):
     side = bare.padding_side
     batched = generate_completions(model, bare, PROMPTS, [], GenerationConfig(max_new_tokens=8))
     alone = [_greedy_alone(model, bare, prompt, 8) for prompt in PROMPTS]
-    assert [texts[0] for texts in batched] == alone
+    assert [g.texts[0] for g in batched] == alone
     assert bare.pad_token is None
     assert bare.padding_side == side
 
@@ -221,12 +223,11 @@ def test_tokenizer_without_pad_token_is_padded_with_eos_and_restored(model):
 
 
 def _hand_nll(model, tokenizer, prompt: str, completion: str, mask_prompt: bool = True) -> tuple[float, int]:
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    input_ids = torch.tensor([prompt_ids + completion_ids])
+    ids, n_prompt = encode_pair(tokenizer, prompt, completion)  # joint tokenisation, as scoring does
+    input_ids = torch.tensor([ids])
     labels = input_ids.clone()
     if mask_prompt:
-        labels[0, : len(prompt_ids)] = -100
+        labels[0, :n_prompt] = -100
     n = int((labels[0, 1:] != -100).sum())
     with torch.inference_mode():
         loss = model(input_ids=input_ids, labels=labels).loss

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from itt_sweep.data.mbxp import LANGUAGES
 from itt_sweep.data.tasks import task_names
+from itt_sweep.modeling import SCRATCH_PRESETS, ModelRef, is_scratch
 
 
 class SweepFileError(ValueError):
@@ -34,22 +35,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+# Upper bounds catch typos (`steps: 99999999999999999999999`) that would start a sweep that never ends.
+MAX_COUNT = 10**9
+MAX_STEPS = 10**7
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+PromptFormat = Literal["completion", "chat"]
+# Peak learning rates when a stage does not set one: a scratch model learns from nothing, a pretrained one is
+# fine-tuned (the usual range for full fine-tuning of 100M-7B code models is 1e-5 to 5e-5).
+SCRATCH_LEARNING_RATE = 3e-4
+PRETRAINED_LEARNING_RATE = 2e-5
 
 
-class ModelSpec(_Strict):
-    """Which base model: a hub id, a local directory, or `scratch:<preset>` (a tiny Llama built here)."""
+class ModelSpec(ModelRef):
+    """Which base model: a hub id, a local directory (optionally a GGUF file in it, `gguf_file`), a hub
+    `revision`, or `scratch:<preset>` (a tiny Llama built here)."""
 
     name: str = "scratch:tiny"
-    gguf_file: str | None = None
-    revision: str | None = None
 
     @field_validator("name")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        from itt_sweep.modeling import SCRATCH_PRESETS
-
+        if not value.strip():
+            raise ValueError("empty; use a hub id (org/name), a local model directory or scratch:<preset>")
         if value.startswith("scratch:") and value.split(":", 1)[1] not in SCRATCH_PRESETS:
             raise ValueError(f"unknown scratch preset {value!r}; allowed: "
                              + ", ".join(f"scratch:{p}" for p in SCRATCH_PRESETS))
@@ -67,25 +75,41 @@ class DataSpec(_Strict):
 
 
 class StageSpec(_Strict):
-    """Optimisation settings of one training stage."""
+    """Optimisation settings of one training stage.
 
-    steps: PositiveInt = 100
-    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 3e-4
+    `batch_size` is the number of sequences in one optimizer step across all workers; `micro_batch_size` is
+    what one worker runs in one forward (default: batch_size / num_workers); gradient accumulation is derived,
+    batch_size / (micro_batch_size x num_workers), and must come out whole. `learning_rate` defaults by model:
+    3e-4 for scratch models, 2e-5 for pretrained ones.
+    """
+
+    steps: Annotated[int, Field(gt=0, le=MAX_STEPS)] = 100
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = SCRATCH_LEARNING_RATE
     warmup_steps: NonNegInt = 10
-    batch_size: PositiveInt = 8
-    grad_accum_steps: PositiveInt = 1
+    batch_size: Annotated[int, Field(gt=0, le=1 << 20)] = 8
+    micro_batch_size: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
     seq_len: Annotated[int, Field(ge=16, le=32768)] = 512
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
     eval_every: PositiveInt = 50
     checkpoint_every: PositiveInt = 50
     packing: bool = False  # concatenate short training pairs into full seq_len rows (validation stays unpacked)
+    prompt_format: PromptFormat = "completion"  # chat: prompts as a user turn in the tokenizer's chat template
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> StageSpec:
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
         return self
+
+    def batch_split(self, num_workers: int) -> tuple[int, int]:
+        """(micro batch per worker, accumulation steps) of one optimizer step; ValueError if they do not divide."""
+        micro = self.micro_batch_size or self.batch_size // num_workers
+        if micro < 1 or self.batch_size % (micro * num_workers):
+            shown = self.micro_batch_size or f"batch_size / num_workers = {self.batch_size / num_workers:g}"
+            raise ValueError(f"batch_size ({self.batch_size}, sequences per optimizer step across all workers) "
+                             f"must be a multiple of micro_batch_size ({shown}) x num_workers ({num_workers})")
+        return micro, self.batch_size // (micro * num_workers)
 
 
 class StagesSpec(_Strict):
@@ -104,6 +128,7 @@ class TrainingSpec(_Strict):
     cpus_per_worker: Annotated[float, Field(gt=0)] = 1
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile of the module through DeepSpeed (GPU nodes)
 
     @model_validator(mode="after")
     def _offload_needs_zero(self) -> TrainingSpec:
@@ -115,13 +140,34 @@ class TrainingSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    """Stage 3: generation and execution settings."""
+    """Stage 3: generation and execution settings.
 
-    max_new_tokens: PositiveInt = 256
+    `max_new_tokens` is one number or a mapping language -> number with an optional `default` (Java's
+    boilerplate needs more than Python). A batch holds at most `batch_size` rows and `token_budget` tokens
+    (rows x (longest prompt + max_new_tokens)), so long prompts never make a batch that does not fit in memory.
+    `cpus` is what stage 3 holds and the threads its generation uses on CPU.
+    """
+
+    max_new_tokens: PositiveInt | dict[str, PositiveInt] = 256
     batch_size: PositiveInt = 16
+    token_budget: Annotated[int, Field(ge=64, le=1 << 30)] = 32768
+    prompt_format: PromptFormat = "completion"
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     allow_unsandboxed: bool = False
     workers: PositiveInt | None = None
+    cpus: Annotated[int, Field(gt=0, le=1024)] = 1
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _per_language(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+        if isinstance(value, dict):
+            _check_members(list(value), [*LANGUAGES, "default"], "language")
+        return value
+
+    def new_tokens(self, language: str) -> int:
+        if isinstance(self.max_new_tokens, int):
+            return self.max_new_tokens
+        return self.max_new_tokens.get(language, self.max_new_tokens.get("default", 256))
 
 
 class Distribution(_Strict):
@@ -266,6 +312,37 @@ class SweepConfig(_Strict):
     def _eval_langs(cls, langs: list[str]) -> list[str]:
         return _check_members(langs, list(LANGUAGES), "language")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_learning_rates(cls, raw: Any) -> Any:
+        """A stage without a learning rate gets the default of its kind of model (scratch or pretrained)."""
+        if not isinstance(raw, dict):
+            return raw
+        model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+        name = model.get("name", ModelSpec.model_fields["name"].default)
+        if not isinstance(name, str) or is_scratch(name):
+            return raw
+        stages = raw.get("stages") if isinstance(raw.get("stages"), dict) else {}
+        filled = dict(stages)
+        for stage in ("intermediate", "target"):
+            spec = stages.get(stage) or {}
+            if isinstance(spec, dict) and "learning_rate" not in spec:
+                filled[stage] = {**spec, "learning_rate": PRETRAINED_LEARNING_RATE}
+        return {**raw, "stages": filled}
+
+    @model_validator(mode="after")
+    def _batches_divide(self) -> SweepConfig:
+        for stage in ("intermediate", "target"):
+            try:
+                getattr(self.stages, stage).batch_split(self.training.num_workers)
+            except ValueError as exc:
+                raise ValueError(f"stages.{stage}.batch_size: {exc}") from None
+        return self
+
+    def prompt_formats(self) -> set[str]:
+        return {self.stages.intermediate.prompt_format, self.stages.target.prompt_format,
+                self.evaluation.prompt_format}
+
     def cells(self) -> list[Cell]:
         return [Cell(t, s, seed) for t in self.matrix.intermediate_tasks
                 for s in self.matrix.source_languages for seed in self.matrix.seeds]
@@ -335,7 +412,7 @@ def _format_error(err: dict[str, Any]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field (check the spelling against sweeps/smoke.yaml)"
-    return f"{where}: {msg}"
+    return f"{where}: {msg}" if err["loc"] else msg  # a whole-file check names its own field
 
 
 def parse_sweep(raw: Any, source: str | Path = "<sweep>") -> SweepConfig:
@@ -354,7 +431,10 @@ def load_sweep(path: str | Path) -> SweepConfig:
     if not path.is_file():
         raise SweepFileError(path, ["file not found"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SweepFileError(path, [f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                                    "a sweep file is YAML in UTF-8"]) from None
     except yaml.YAMLError as exc:
         raise SweepFileError(path, [f"not valid YAML: {exc}"]) from None
     return parse_sweep(raw, path)

@@ -1,9 +1,13 @@
-"""Base models and tokenizers: one loading path for hub ids, local directories and tiny scratch models.
+"""Base models and tokenizers: one loading path for hub ids, local directories, GGUF files and scratch models.
+
+A `ModelRef` (name or dir, `gguf_file`, `revision`) travels from the sweep file through every stage job to every
+consumer, and `load()` is the only place weights are read: training workers, stage 3 and the preflight (which
+reads only the config and tokenizer, so a wrong name, file or revision fails before Ray starts). A finished
+stage exports a plain Hugging Face directory, so later stages get a `ModelRef` of that directory.
 
 A `scratch:<preset>` model is materialised once per sweep (a small Llama from a config plus a byte-level BPE
 tokenizer trained on the sweep's own corpora) into a directory named by the content hash of its recipe, and
-from then on it is an ordinary local model: every later step loads it with `from_pretrained`, exactly like
-a hub model, so tests exercise the same code path users run.
+from then on it is an ordinary local model loaded exactly like a hub model.
 """
 
 from __future__ import annotations
@@ -14,16 +18,13 @@ import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,30 @@ SCRATCH_PRESETS: dict[str, dict[str, int]] = {
                   num_key_value_heads=4, vocab_size=4096, max_position_embeddings=2048),
 }
 SCRATCH_VERSION = "scratch-1"
+# Config fields that hold the longest sequence a model was built for, by model family.
+MAX_POSITION_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
+
+
+class ModelError(ValueError):
+    """A model that cannot be used; the message is one line a user can act on."""
+
+
+class ModelRef(BaseModel):
+    """Where a model's weights and tokenizer come from: a hub id or a local dir, optionally one GGUF file in
+    it and a hub revision (branch, tag or commit)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    gguf_file: str | None = None
+    revision: str | None = None
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        return {"gguf_file": self.gguf_file, "revision": self.revision}
+
+    def __str__(self) -> str:
+        extra = "".join(f" {k}={v}" for k, v in self.hub_kwargs().items() if v)
+        return self.name + extra
 
 
 def is_scratch(name: str) -> bool:
@@ -47,6 +72,7 @@ def is_scratch(name: str) -> bool:
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on the given texts: any byte sequence stays encodable, so no <unk> in code."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -60,6 +86,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 
 def build_scratch(preset: str, texts: list[str], out_dir: Path, seed: int = 0) -> Path:
     """Write a scratch model + tokenizer to `out_dir` atomically (temp dir, then rename)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     if out_dir.is_dir() and (out_dir / "config.json").exists():
         return out_dir
     shape = dict(SCRATCH_PRESETS[preset])
@@ -80,22 +109,73 @@ def build_scratch(preset: str, texts: list[str], out_dir: Path, seed: int = 0) -
     return out_dir
 
 
-def load_tokenizer(name_or_path: str, gguf_file: str | None = None, revision: str | None = None) -> Any:
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file, revision=revision)
-    if tokenizer.pad_token is None:
+def _refuse_scratch(ref: ModelRef) -> None:
+    if is_scratch(ref.name):
+        raise ValueError(f"{ref.name} must be materialised with build_scratch() before loading")
+
+
+def ensure_pad(tokenizer: Any, ref: ModelRef | str = "model") -> Any:
+    """The tokenizer with a pad id that exists: its own, else EOS; refused without EOS (no row could stop)."""
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"{ref}: its tokenizer has no EOS token, so generation could never end a completion "
+                         "and training could not teach one; use a model whose tokenizer defines eos_token")
+    if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(name_or_path: str, gguf_file: str | None = None, revision: str | None = None,
-               dtype: torch.dtype = torch.float32) -> Any:
-    """The one place models are loaded; a hub id, a local directory or a GGUF file all come through here."""
-    if is_scratch(name_or_path):
-        raise ValueError(f"{name_or_path} must be materialised with build_scratch() before loading")
-    return AutoModelForCausalLM.from_pretrained(name_or_path, gguf_file=gguf_file, revision=revision, dtype=dtype)
+def load_tokenizer(ref: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    _refuse_scratch(ref)
+    return ensure_pad(AutoTokenizer.from_pretrained(ref.name, **ref.hub_kwargs()), ref)
 
 
-def load_model_and_tokenizer(name_or_path: str, gguf_file: str | None = None, revision: str | None = None,
-                             dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    return (load_model(name_or_path, gguf_file, revision, dtype),
-            load_tokenizer(name_or_path, gguf_file, revision))
+def load_config(ref: ModelRef) -> Any:
+    from transformers import AutoConfig
+
+    _refuse_scratch(ref)
+    return AutoConfig.from_pretrained(ref.name, **ref.hub_kwargs())
+
+
+def load(ref: ModelRef, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+         ) -> tuple[Any, Any]:
+    """(model, tokenizer): the one place weights are loaded, for every stage and every kind of reference.
+
+    fp32 unless told otherwise: a GGUF file is dequantised, and training keeps fp32 master weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _refuse_scratch(ref)
+    dtype = dtype or torch.float32
+    model = AutoModelForCausalLM.from_pretrained(ref.name, dtype=dtype, **ref.hub_kwargs())
+    if device is not None:
+        model = model.to(device)
+    log.info("loaded %s (%d params, %s)", ref, model.num_parameters(), dtype)
+    return model, load_tokenizer(ref)
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence the model was built for, or None when its config does not say."""
+    for field in MAX_POSITION_FIELDS:
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_loadable(ref: ModelRef, needs_chat_template: bool = False) -> str | None:
+    """Why `ref` cannot be used, in one line, or None: reads its config and tokenizer, not the weights."""
+    try:
+        config = load_config(ref)
+        tokenizer = load_tokenizer(ref)
+    except ModelError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001  (hub, OS and parse errors alike: one line for the user)
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return f"cannot load {ref}: {first}"
+    if getattr(config, "is_encoder_decoder", False):
+        return f"{ref}: an encoder-decoder model; itt-sweep trains decoder-only (causal) language models"
+    if needs_chat_template and not getattr(tokenizer, "chat_template", None):
+        return f"{ref}: prompt_format: chat needs a tokenizer with a chat template, and this one has none"
+    return None

@@ -6,6 +6,11 @@ a sequence that has written a stop sequence (the start of the next top-level def
 towards the batch, which ends when every sequence is done. Batching must not change the answer: greedy results
 equal those of generating each prompt alone, which the tests pin down.
 
+Batches are cut by a token budget (rows x (longest prompt + max_new_tokens)), not a row count, so a batch of
+long prompts is no bigger in memory than one of short prompts. A prompt that cannot fit in the model's
+context with `max_new_tokens` after it is not generated at all: it comes back with `skipped =
+"prompt_too_long"`, to be scored as a failure, never truncated silently and never a crash.
+
 Decoding is fixed here, not inherited from a checkpoint's `generation_config` (a hub model may ship a
 repetition penalty or top-k), so two models are always compared under the same decoding rule.
 """
@@ -14,10 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
+
+from itt_sweep.encoding import encode_prompt
+from itt_sweep.modeling import max_positions
+
+PROMPT_TOO_LONG = "prompt_too_long"
 
 
 @dataclass
@@ -35,6 +45,38 @@ class GenerationConfig:
     top_p: float = 0.95
     num_samples: int = 1
     keep_stop: bool = False
+    token_budget: int = 32768
+
+
+@dataclass
+class Generation:
+    """The completions of one prompt. `truncated[i]`: sample i hit `max_new_tokens` before a stop sequence or
+    EOS (its program is probably cut off). `skipped`: why nothing was generated (`prompt_too_long`)."""
+
+    texts: list[str]
+    truncated: list[bool] = field(default_factory=list)
+    skipped: str | None = None
+
+
+def plan_batches(lengths: Sequence[int], rows_per_prompt: int, max_new_tokens: int, token_budget: int,
+                 max_rows: int) -> list[list[int]]:
+    """Prompt indices grouped into batches, longest first, each within the token budget and the row cap.
+
+    A batch costs rows x (its longest prompt + max_new_tokens) tokens of KV cache and attention; a prompt too
+    big for the budget on its own still gets a batch of one (the context check has already passed it).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        if batches:
+            batch = batches[-1]
+            width = lengths[batch[0]] + max_new_tokens  # the first prompt of a batch is its longest
+            rows = (len(batch) + 1) * rows_per_prompt
+            if rows <= max(max_rows, rows_per_prompt) and rows * width <= token_budget:
+                batch.append(index)
+                continue
+        batches.append([index])
+    return batches
 
 
 def completion_text(
@@ -47,11 +89,16 @@ def completion_text(
     """
     generated_ids = list(generated_ids)
     if head is None:
-        head = tokenizer.decode(list(prompt_ids), skip_special_tokens=True)
-    full = tokenizer.decode(list(prompt_ids) + generated_ids, skip_special_tokens=True)
+        head = decode(tokenizer, list(prompt_ids))
+    full = decode(tokenizer, list(prompt_ids) + generated_ids)
     if full.startswith(head):
         return full[len(head) :]
-    return tokenizer.decode(generated_ids, skip_special_tokens=True)
+    return decode(tokenizer, generated_ids)
+
+
+def decode(tokenizer, ids: Sequence[int]) -> str:
+    """Code as the model wrote it: transformers 4.x would otherwise "clean up" spaces before punctuation."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 def truncate_at_stop(text: str, stop_sequences: Sequence[str], keep_stop: bool = False) -> str:
@@ -78,7 +125,7 @@ class _StopSequenceCriteria(StoppingCriteria):
         self.tokenizer = tokenizer
         self.prompt_ids = prompt_ids
         self.prompt_width = prompt_width
-        self.heads = [tokenizer.decode(ids, skip_special_tokens=True) for ids in prompt_ids]
+        self.heads = [decode(tokenizer, ids) for ids in prompt_ids]
         self.stops = [stop for stop in stops if stop]
         self.done = [False] * len(prompt_ids)
 
@@ -133,29 +180,41 @@ def _decoding_kwargs(tokenizer, config: GenerationConfig, num_return_sequences: 
     return kwargs
 
 
+def _left_padded(prompt_ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for row, ids in enumerate(prompt_ids):
+        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids):] = 1
+    return input_ids, attention_mask
+
+
 def _generate_batch(
-    model, tokenizer, prompts: Sequence[str], stop_sequences: Sequence[str], config: GenerationConfig, n: int
-) -> list[list[str]]:
+    model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str], config: GenerationConfig,
+    n: int
+) -> list[Generation]:
     """`n` completions for each prompt of one batch, in the batch's order."""
     device = next(model.parameters()).device
-    encoded = tokenizer(list(prompts), return_tensors="pt", padding=True)
-    input_ids = encoded["input_ids"].to(device)
-    attention_mask = encoded["attention_mask"].to(device)
+    input_ids, attention_mask = _left_padded(prompt_ids, tokenizer.pad_token_id)
     width = input_ids.shape[1]
-    prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
     expanded = [ids for ids in prompt_ids for _ in range(n)]  # generate repeats each row n times in place
     criteria = _StopSequenceCriteria(tokenizer, expanded, width, stop_sequences)
     output = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
         stopping_criteria=StoppingCriteriaList([criteria]),
         **_decoding_kwargs(tokenizer, config, n),
     )
-    texts = [
-        truncate_at_stop(completion_text(tokenizer, prompt, row[width:].tolist()), stop_sequences, config.keep_stop)
-        for prompt, row in zip(expanded, output, strict=True)
-    ]
-    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+    texts, truncated = [], []
+    for prompt, row in zip(expanded, output, strict=True):
+        new = row[width:].tolist()
+        raw = completion_text(tokenizer, prompt, new)
+        text = truncate_at_stop(raw, stop_sequences, config.keep_stop)
+        ended = text != raw or tokenizer.eos_token_id in new
+        texts.append(text)
+        truncated.append(not ended and len(new) >= config.max_new_tokens)
+    return [Generation(texts[i * n:(i + 1) * n], truncated[i * n:(i + 1) * n]) for i in range(len(prompt_ids))]
 
 
 def generate_completions(
@@ -165,7 +224,7 @@ def generate_completions(
     stop_sequences: Sequence[str],
     config: GenerationConfig,
     seed: int = 0,
-) -> list[list[str]]:
+) -> list[Generation]:
     """For each prompt, `config.num_samples` completions cut at the first stop sequence, in prompt order.
 
     Sampling is reproducible for the same prompts, config and seed; the caller's RNG state is left untouched.
@@ -179,23 +238,25 @@ def generate_completions(
     if not prompts:
         return []
     n = config.num_samples if config.do_sample else 1
-    lengths = [len(tokenizer(prompt)["input_ids"]) for prompt in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: an OOM shows up at once
-    rows_per_batch = max(1, config.batch_size // n)
-    results: list[list[str]] = [[] for _ in prompts]
+    encoded = [encode_prompt(tokenizer, prompt) for prompt in prompts]
+    limit = max_positions(model.config)
+    results = [Generation([""] * config.num_samples, [False] * config.num_samples, PROMPT_TOO_LONG)
+               for _ in prompts]
+    fits = [i for i, ids in enumerate(encoded) if limit is None or len(ids) + config.max_new_tokens <= limit]
+    batches = plan_batches([len(encoded[i]) for i in fits], n, config.max_new_tokens, config.token_budget,
+                           config.batch_size)
     was_training = model.training
     model.eval()
     try:
         with _seeded(seed, next(model.parameters()).device), torch.inference_mode(), _left_padding(tokenizer):
-            for start in range(0, len(order), rows_per_batch):
-                batch = order[start : start + rows_per_batch]
-                completions = _generate_batch(
-                    model, tokenizer, [prompts[i] for i in batch], stop_sequences, config, n
-                )
-                for index, texts in zip(batch, completions, strict=True):
-                    results[index] = texts
+            for batch in batches:
+                indices = [fits[j] for j in batch]
+                done = _generate_batch(model, tokenizer, [encoded[i] for i in indices], stop_sequences, config, n)
+                for index, generation in zip(indices, done, strict=True):
+                    results[index] = generation
     finally:
         model.train(was_training)
     if n != config.num_samples:
-        results = [texts * config.num_samples for texts in results]
+        results = [Generation(g.texts * config.num_samples, g.truncated * config.num_samples, g.skipped)
+                   if g.skipped is None else g for g in results]
     return results

@@ -5,8 +5,8 @@ log-likelihood of reference solutions moves long before pass@1 does. Only comple
 prompt is context, labelled -100), and the mean is over tokens, not over pairs, so a long solution weighs more
 than a one-liner, as in a language-modelling loss.
 
-Prompt and completion are tokenized separately and concatenated, the same split the model sees when it
-generates a completion after the prompt.
+Prompt and completion are tokenised together and split at the prompt's end, with the BOS rule of training
+and generation (`itt_sweep.encoding`), so the completion is scored in the tokens the model would write.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from itt_sweep.encoding import encode_pair
+from itt_sweep.modeling import max_positions
+
 IGNORE_INDEX = -100
 
 
@@ -27,8 +30,8 @@ def _pair_ids(tokenizer, prompt: str, completion: str, max_length: int) -> tuple
     Too long: prompt tokens go first, from the left, so the text nearest the completion stays; a completion
     that alone fills the window keeps its start and one prompt token to condition its first token on.
     """
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    ids, n_prompt = encode_pair(tokenizer, prompt, completion)
+    prompt_ids, completion_ids = ids[:n_prompt], ids[n_prompt:]
     if len(prompt_ids) + len(completion_ids) > max_length:
         keep_prompt = max(1, max_length - len(completion_ids)) if prompt_ids else 0
         prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt :]
@@ -78,6 +81,7 @@ def per_pair_nll(
     """(sum of completion-token NLL in nats, number of completion tokens) per (prompt, completion) pair."""
     if batch_size < 1 or max_length < 2:
         raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
+    max_length = min(max_length, max_positions(model.config) or max_length)  # never past the model's context
     encoded = [_pair_ids(tokenizer, prompt, completion, max_length) for prompt, completion in pairs]
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))

@@ -49,9 +49,12 @@ def callbacks(sweep: SweepConfig) -> list:
 
 
 def trainable(ctx: dict[str, Any]):
+    """A trial holds the CPUs its stage 3 generates with on CPU sweeps; on GPU sweeps one (stage 3 is a task)."""
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"CPU": 1})
+    evaluation = ctx["sweep"]["evaluation"]
+    cpus = 1 if ctx["sweep"]["training"]["use_gpu"] else evaluation.get("cpus", 1)
+    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"CPU": cpus})
 
 
 def start_tracking(sweep: SweepConfig, ctx: dict[str, Any], sweep_path: Path) -> None:

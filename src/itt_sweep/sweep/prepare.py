@@ -16,7 +16,7 @@ from itt_sweep.data.mbxp import load_problems
 from itt_sweep.data.paths import data_dir as resolve_data_dir
 from itt_sweep.data.prompts import format_example
 from itt_sweep.data.tasks import ALL, NONE, load_task_examples
-from itt_sweep.modeling import SCRATCH_VERSION, build_scratch, is_scratch
+from itt_sweep.modeling import SCRATCH_VERSION, ModelRef, build_scratch, check_loadable, is_scratch
 from itt_sweep.sweep.storage import local_path, probe_uri, ray_locations
 
 
@@ -35,6 +35,9 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
         if not available(lang):
             problems.append(f"eval_languages: {lang} has no toolchain on this machine "
                             f"(install: {RECIPES[lang].install_hint}; see `itt-sweep doctor`)")
+    model_problem = check_model(sweep)
+    if model_problem:
+        problems.append(f"model: {model_problem}")
     if sweep.training.use_gpu and not _gpus_available():
         problems.append("training.use_gpu: true, but this machine has no GPU (set use_gpu: false)")
     storage_problem = check_writable(Path(sweep.storage.path).expanduser())
@@ -54,6 +57,23 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
     except TrackingUnavailableError as exc:
         raise SweepFileError(source, [str(exc)]) from None
     return data
+
+
+def check_model(sweep: SweepConfig) -> str | None:
+    """Why the base model cannot be used, or None: its config and tokenizer load (not its weights), it has an
+    EOS token, and a chat template where a prompt format needs one. Scratch models are built by us."""
+    if is_scratch(sweep.model.name):
+        return None
+    return check_loadable(resolved_ref(sweep), needs_chat_template="chat" in sweep.prompt_formats())
+
+
+def resolved_ref(sweep: SweepConfig) -> ModelRef:
+    """The base model's reference with a local directory made absolute (trials run in other directories)."""
+    ref = ModelRef(**sweep.model.model_dump())
+    local = Path(ref.name).expanduser()
+    if local.is_dir():
+        return ref.model_copy(update={"name": str(local.resolve())})
+    return ref
 
 
 def in_ray_job() -> bool:
@@ -122,22 +142,24 @@ def scratch_corpus(sweep: SweepConfig, data: Path) -> list[str]:
     return texts
 
 
-def base_model(sweep: SweepConfig, data: Path, storage_root: Path) -> tuple[str, str]:
-    """(loadable path or hub id, cache key) of the base model; scratch models are built once and cached."""
+def base_model(sweep: SweepConfig, data: Path, storage_root: Path) -> tuple[ModelRef, str]:
+    """(reference, cache key) of the base model; scratch models are built once and cached. A local directory
+    is keyed by its absolute path: two directories of the same name may hold different weights."""
     name = sweep.model.name
     if not is_scratch(name):
-        return name, stable_hash({"model": name, "gguf": sweep.model.gguf_file, "rev": sweep.model.revision})
+        ref = resolved_ref(sweep)
+        return ref, stable_hash({"model": ref.name, "gguf": ref.gguf_file, "rev": ref.revision})
     texts = scratch_corpus(sweep, data)
     key = stable_hash({"preset": name, "v": SCRATCH_VERSION, "corpus": stable_hash(texts, 32)})
     path = build_scratch(name.split(":", 1)[1], texts, storage_root / "models" / f"{name.replace(':', '-')}-{key}")
-    return str(path), key
+    return ModelRef(name=str(path)), key
 
 
 def sweep_context(sweep: SweepConfig, data: Path) -> dict[str, Any]:
     storage_root = Path(sweep.storage.path).expanduser().resolve()
     sweep_dir = storage_root / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    model_path, model_key = base_model(sweep, data, storage_root)
+    model_ref, model_key = base_model(sweep, data, storage_root)
     return {"sweep": sweep.model_dump(mode="json"), "data_dir": str(data.resolve()),
             "storage_root": str(storage_root), "sweep_dir": str(sweep_dir),
-            "base_model": model_path, "base_model_key": model_key, **ray_locations(sweep, sweep_dir)}
+            "base_model": model_ref.model_dump(), "base_model_key": model_key, **ray_locations(sweep, sweep_dir)}

@@ -15,7 +15,9 @@ from itt_sweep.config import Cell, StageSpec, SweepConfig
 from itt_sweep.data.mbxp import problems_file
 from itt_sweep.data.paths import fingerprint
 from itt_sweep.data.tasks import NONE, task_files, task_version
+from itt_sweep.modeling import ModelRef
 from itt_sweep.sweep.storage import TRAIN_DIR
+from itt_sweep.train.job import StageData, StageJob
 from itt_sweep.train.stage import run_stage, stage_key, stage_metrics
 
 SEARCH_SECTIONS = {"intermediate": ("stages", "intermediate"), "target": ("stages", "target"),
@@ -35,25 +37,26 @@ def apply_overrides(sweep: SweepConfig, hp: dict[str, Any]) -> SweepConfig:
 
 
 def stage_job(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, stage_name: str, spec: StageSpec,
-              init_model: str, upstream_key: str | None) -> dict[str, Any]:
+              init_model: ModelRef, upstream_key: str | None) -> StageJob:
+    """The job of one stage; its key hashes what changes the trained weights (not where or how fast)."""
     intermediate = stage_name == "intermediate"
-    data = {
-        "kind": stage_name,
-        "task": cell.intermediate_task if intermediate else None,
-        "task_version": task_version(cell.intermediate_task) if intermediate else None,
-        "source_language": None if intermediate else cell.source_language,
-        "train_limit": sweep.data.intermediate_train_examples if intermediate else sweep.data.target_train_problems,
-        "val_limit": sweep.data.intermediate_val_examples if intermediate else None,
-        "files": data_fingerprint(cell, intermediate, Path(ctx["data_dir"])),
-    }
-    training = sweep.training.model_dump()
+    data = StageData(
+        kind=stage_name,
+        task=cell.intermediate_task if intermediate else None,
+        task_version=task_version(cell.intermediate_task) if intermediate else None,
+        source_language=None if intermediate else cell.source_language,
+        train_limit=sweep.data.intermediate_train_examples if intermediate else sweep.data.target_train_problems,
+        val_limit=sweep.data.intermediate_val_examples if intermediate else None,
+        files=data_fingerprint(cell, intermediate, Path(ctx["data_dir"])),
+    )
     bf16 = sweep.training.precision == "bf16" or (sweep.training.precision == "auto" and sweep.training.use_gpu)
-    keyed = {"data": data, "stage": spec.model_dump(), "training": {k: v for k, v in training.items()
-                                                                  if k != "cpus_per_worker"}, "bf16": bf16}
+    unkeyed = {"cpus_per_worker", "compile"}
+    keyed = {"data": data.model_dump(), "stage": spec.model_dump(),
+             "training": sweep.training.model_dump(exclude=unkeyed), "bf16": bf16}
     key = stage_key(ctx["base_model_key"], upstream_key, keyed, cell.seed)
-    return {"key": key, "stage_name": stage_name, "init_model": init_model, "seed": cell.seed, "bf16": bf16,
-            "stage": spec.model_dump(), "training": training, "data": {**data, "data_dir": ctx["data_dir"]},
-            "max_failures": sweep.resources.max_failures}
+    return StageJob(key=key, stage_name=stage_name, init_model=init_model, seed=cell.seed, bf16=bf16, stage=spec,
+                    training=sweep.training, data=data.model_copy(update={"data_dir": ctx["data_dir"]}),
+                    max_failures=sweep.resources.max_failures)
 
 
 def data_fingerprint(cell: Cell, intermediate: bool, data_dir: Path) -> str:
@@ -81,14 +84,13 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                    trial_dir / ".tracking")
     run.start()
     run.log_params({"hp": hp, "stages": sweep.stages.model_dump(), "training": sweep.training.model_dump(),
-                    "model": sweep.model.name})
+                    "evaluation": sweep.evaluation.model_dump(), "model": sweep.model.model_dump()})
     (trial_dir / "config.json").write_text(json.dumps({"cell": list(cell), "hp": hp, "trial_key": key,
                                                        "sweep": sweep.model_dump(mode="json")}, indent=1))
     try:
         model_dir, val_loss = train_stages(sweep, ctx, cell, run)
         tune.report({"stage": "eval", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss})
-        spec = {**sweep.evaluation.model_dump(), "eval_problems": sweep.data.eval_problems}
-        metrics, records = run_stage3(sweep, model_dir, spec, ctx)
+        metrics, records = run_stage3(sweep, model_dir, ctx)
     except BaseException:
         run.finish("FAILED")
         run.deliver(timeout_s=10)
@@ -105,7 +107,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
 
 def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tuple[Path, float]:
     """Stages 1 and 2 through the stage cache; returns the stage-2 model dir and its validation loss."""
-    model, upstream = ctx["base_model"], None
+    model, upstream = ModelRef.model_validate(ctx["base_model"]), None
     stages = [("target", sweep.stages.target)]
     if cell.intermediate_task != NONE:
         stages.insert(0, ("intermediate", sweep.stages.intermediate))
@@ -115,24 +117,27 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tu
         job = stage_job(sweep, ctx, cell, name, spec, model, upstream)
         entry, trained_now = run_stage(job, Path(ctx["storage_root"]) / "stages", ctx["train_storage"], ledger)
         done = stage_metrics(entry)
-        run.log_stage(name, done["history"], job["key"], trained_now)
-        model, upstream = str(entry), job["key"]
+        run.log_stage(name, done["history"], job.key, trained_now)
+        model, upstream = ModelRef(name=str(entry)), job.key
         val_loss = done["final"].get(f"{name}_val_loss", math.nan)
     return Path(model), val_loss
 
 
-def run_stage3(sweep: SweepConfig, model_dir: Path, spec: dict[str, Any], ctx: dict[str, Any]):
+def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any]):
     """Generation on a GPU when the sweep trains on GPUs: a Ray task that takes the GPU training just freed
-    (the trial itself holds only a CPU); on CPU sweeps, in the trial process."""
+    (the trial itself holds only its CPUs); on CPU sweeps, in the trial process, which holds
+    `evaluation.cpus` CPUs (driver.trainable) and generates with as many threads."""
     from itt_sweep.evaluate.stage3 import evaluate_model
 
-    args = (model_dir, sweep.eval_languages, spec, Path(ctx["data_dir"]), Path(ctx["storage_root"]) / "references")
+    args = (ModelRef(name=str(model_dir)), sweep.eval_languages, sweep.evaluation, sweep.data.eval_problems,
+            Path(ctx["data_dir"]), Path(ctx["storage_root"]) / "references")
     if not sweep.training.use_gpu:
         return evaluate_model(*args)
     import ray
 
     # DEFAULT: outside the trial's placement group, whose bundle has no GPU
-    task = ray.remote(evaluate_model).options(num_gpus=1, num_cpus=1, scheduling_strategy="DEFAULT")
+    task = ray.remote(evaluate_model).options(num_gpus=1, num_cpus=sweep.evaluation.cpus,
+                                              scheduling_strategy="DEFAULT")
     return ray.get(task.remote(*args))
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from itt_sweep.encoding import encode_pair as joint_ids
+from itt_sweep.encoding import prompt_prefix
+
 IGNORE = -100
 
 
@@ -22,12 +25,20 @@ class Encoded:
 
 
 def encode_pair(tokenizer, prompt: str, completion: str, seq_len: int) -> Encoded:
-    """Prompt tokens are masked out of the loss; the model learns only the completion (+ EOS)."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    completion_ids = completion_ids[:seq_len]
-    prompt_ids = prompt_ids[max(0, len(prompt_ids) - (seq_len - len(completion_ids))):]
-    return Encoded(prompt_ids + completion_ids, [IGNORE] * len(prompt_ids) + completion_ids)
+    """Prompt tokens are masked out of the loss; the model learns only the completion (+ EOS).
+
+    Prompt and completion are tokenised together and split at the prompt's end (`itt_sweep.encoding`), with
+    the BOS rule that generation and `ref_nll` use. Too long: the completion keeps its start, and the prompt
+    loses tokens from its beginning (after BOS), so the text next to the completion stays.
+    """
+    ids, n_prompt = joint_ids(tokenizer, prompt, completion)
+    n_bos = len(prompt_prefix(tokenizer, prompt))
+    bos, prompt_ids, completion_ids = ids[:n_bos], ids[n_bos:n_prompt], ids[n_prompt:] + [tokenizer.eos_token_id]
+    completion_ids = completion_ids[:max(1, seq_len - n_bos)]
+    room = max(0, seq_len - n_bos - len(completion_ids))
+    prompt_ids = prompt_ids[len(prompt_ids) - room:] if room else []
+    head = bos + prompt_ids
+    return Encoded(head + completion_ids, [IGNORE] * len(head) + completion_ids)
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], seq_len: int) -> list[Encoded]:

@@ -1,19 +1,18 @@
 """The training loop of one stage, read top to bottom: engine → resume → steps → checkpoints → export.
 
 It runs in every Ray Train worker (`train_loop_per_worker`) and, for the GPU benchmark, without Ray through
-`run_stage_loop(job, LocalSession())`. Everything a worker needs is in the job dict, so the loop is the same
+`run_stage_loop(job, LocalSession())`. Everything a worker needs is in the `StageJob`, so the loop is the same
 on a laptop and on a cluster.
 
-Optional job keys, used by the GPU benchmark (benchmarks/bench_train.py) and harmless elsewhere:
-`model_config` (a fresh model from a config instead of the `init_model` checkpoint), `data.kind: synthetic`
-(random full-length token rows), `training.compile` (torch.compile through DeepSpeed) and `export: false`
-(no final Hugging Face export). Every step's wall time is kept in the history (`step_time`).
+Job fields used by the GPU benchmark (benchmarks/bench_train.py) and harmless elsewhere: `fresh_model` (a
+random model from a config instead of `init_model`), `data.kind: synthetic` (random full-length token rows),
+`training.compile` (torch.compile through DeepSpeed) and `export: false` (no final Hugging Face export). Every
+step's wall time is kept in the history (`step_time`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -24,21 +23,31 @@ from typing import Any
 
 import torch
 
+from itt_sweep.modeling import load
 from itt_sweep.train.batches import Encoded, collate, encode_pairs, pack, rank_micro_batches, step_indices
 from itt_sweep.train.ds_config import deepspeed_config
+from itt_sweep.train.job import StageJob
 from itt_sweep.train.session import LocalSession, RaySession, Session
 from itt_sweep.train.stage_data import stage_pairs
 
 CHECKPOINT_TAG = "ckpt"
 
 
-def prepare_runtime(use_gpu: bool) -> None:
-    """CPU workers: one OMP thread (2 threads were 25x slower) and no shared-memory comm op (minutes of C++)."""
+def cpu_threads(cpus_per_worker: float) -> int:
+    """Threads of a CPU worker: the CPUs the sweep gives it (Ray reserves them), at least one.
+
+    Fewer threads than reserved CPUs wastes them; more oversubscribes the node (two workers of 2 threads on 2
+    cores were 25x slower than of 1 thread each)."""
+    return max(1, int(cpus_per_worker))
+
+
+def prepare_runtime(use_gpu: bool, threads: int = 1) -> None:
+    """CPU workers: `threads` OMP threads and no shared-memory comm op (minutes of C++ on first use)."""
     if use_gpu:
         return
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
     import deepspeed.comm.torch  # noqa: F401  (the attribute resolves to torch; the module is what we patch)
 
     sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
@@ -53,47 +62,55 @@ def lr_lambda(warmup: int, total: int):
     return factor
 
 
-def build_model(job: dict[str, Any]):
-    """(model, tokenizer) from the `init_model` checkpoint, or a fresh model from `model_config` and no tokenizer.
+def build_model(job: StageJob):
+    """(model, tokenizer) of `init_model` through the one loader (hub id, dir, GGUF file, revision), or a fresh
+    model from `fresh_model` and no tokenizer.
 
     The fresh model is built on the GPU directly: initialising 1B parameters on the host takes longer than the
     benchmark's timed steps.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    if job.get("model_config"):
-        use_gpu = job["training"]["use_gpu"]
+    if job.fresh_model:
+        use_gpu = job.training.use_gpu
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_gpu else torch.device("cpu")
-        torch.manual_seed(job["seed"])
+        torch.manual_seed(job.seed)
         with device:
-            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**job["model_config"]),
-                                                     dtype=torch.float32)
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**job.fresh_model), dtype=torch.float32)
         return model, None
-    tokenizer = AutoTokenizer.from_pretrained(job["init_model"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return AutoModelForCausalLM.from_pretrained(job["init_model"], dtype=torch.float32), tokenizer
+    if job.init_model is None:
+        raise ValueError(f"stage job {job.key} names neither init_model nor fresh_model")
+    return load(job.init_model, dtype=torch.float32)
 
 
-def build_engine(job: dict[str, Any], world_size: int):
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices only: biases, norms and other 1-d parameters are left alone, as in
+    every fine-tuning recipe (decaying a norm's gain towards 0 only harms)."""
+    decay, keep = [], []
+    for _, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else keep).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def build_engine(job: StageJob, world_size: int):
     import deepspeed
 
-    stage, training = job["stage"], job["training"]
+    stage, training = job.stage, job.training
     model, tokenizer = build_model(job)
-    if training["gradient_checkpointing"]:
+    if training.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage["learning_rate"],
-                                  weight_decay=stage["weight_decay"], betas=(0.9, 0.95),
-                                  fused=True if training["use_gpu"] else None)  # one kernel for all params
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage["warmup_steps"], stage["steps"]))
-    micro = max(1, math.ceil(stage["batch_size"] / (world_size * stage["grad_accum_steps"])))
+    optimizer = torch.optim.AdamW(param_groups(model, stage.weight_decay), lr=stage.learning_rate,
+                                  betas=(0.9, 0.95), fused=True if training.use_gpu else None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage.warmup_steps, stage.steps))
+    micro, accum = stage.batch_split(world_size)
     config = deepspeed_config(
-        zero_stage=training["zero_stage"], micro_batch=micro, grad_accum=stage["grad_accum_steps"],
-        world_size=world_size, grad_clip=stage["grad_clip"], bf16=job["bf16"],
-        offload_optimizer=training["offload_optimizer"], offload_params=training["offload_params"])
+        zero_stage=training.zero_stage, micro_batch=micro, grad_accum=accum,
+        world_size=world_size, grad_clip=stage.grad_clip, bf16=job.bf16,
+        offload_optimizer=training.offload_optimizer, offload_params=training.offload_params)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=config)
-    if training.get("compile"):
+    if training.compile:
         engine.compile()  # torch.compile of the module; DeepSpeed keeps its gradient hooks outside the graph
     return engine, tokenizer, micro
 
@@ -104,15 +121,14 @@ def synthetic_examples(n: int, seq_len: int, vocab_size: int, seed: int) -> list
     return [Encoded(row, row) for row in rows]
 
 
-def stage_examples(job: dict[str, Any], tokenizer) -> tuple[list[Encoded], list[Encoded]]:
-    data, seq_len = job["data"], job["stage"]["seq_len"]
-    if data["kind"] == "synthetic":
-        vocab = data["vocab_size"]
-        return (synthetic_examples(data["train_examples"], seq_len, vocab, job["seed"]),
-                synthetic_examples(data.get("val_examples", 0), seq_len, vocab, job["seed"] + 1))
-    train_pairs, val_pairs = stage_pairs(job)
+def stage_examples(job: StageJob, tokenizer) -> tuple[list[Encoded], list[Encoded]]:
+    data, seq_len = job.data, job.stage.seq_len
+    if data.kind == "synthetic":
+        return (synthetic_examples(data.train_examples, seq_len, data.vocab_size, job.seed),
+                synthetic_examples(data.val_examples, seq_len, data.vocab_size, job.seed + 1))
+    train_pairs, val_pairs = stage_pairs(job, tokenizer)
     train = encode_pairs(tokenizer, train_pairs, seq_len)
-    if job["stage"].get("packing"):
+    if job.stage.packing:
         train = pack(train, seq_len)
     return train, encode_pairs(tokenizer, val_pairs, seq_len)
 
@@ -136,32 +152,48 @@ def mean_over_ranks(value: float, device) -> float:
     return float(t.item() / torch.distributed.get_world_size())
 
 
+def validation_batches(n_examples: int, rank: int, world: int, micro: int) -> list[list[int]]:
+    """This rank's validation batches; every rank gets the same number of them.
+
+    ZeRO-3 gathers the parameters in every forward, a collective call: a rank with one batch fewer than the
+    others would leave them waiting forever. A rank whose share ran out gets empty batches, which the loop
+    runs as a forward on a stand-in example that counts for nothing.
+    """
+    mine = list(range(rank, n_examples, world))
+    per_rank = -(-n_examples // world)
+    n_batches = -(-per_rank // micro)
+    return [mine[i * micro:(i + 1) * micro] for i in range(n_batches)]
+
+
 @torch.no_grad()
 def validation_loss(engine, val_set, pad_id: int, micro: int, rank: int, world: int) -> float:
     """Token-weighted loss over the whole validation set, summed across ranks."""
     engine.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=engine.device)
-    mine = list(range(rank, len(val_set), world))
-    for i in range(0, len(mine), micro):
-        batch = to_device(collate([val_set[j] for j in mine[i:i + micro]], pad_id), engine.device)
+    for ids in validation_batches(len(val_set), rank, world, micro):
+        batch = to_device(collate([val_set[j] for j in ids or [0]], pad_id), engine.device)
+        loss = engine(**batch).loss  # every rank runs this forward, even for a stand-in batch
+        if not ids:
+            continue
         n_tokens = (batch["labels"][:, 1:] != -100).sum().double()
-        loss = engine(**batch).loss
-        totals += torch.stack([loss.double() * n_tokens, n_tokens])
+        if n_tokens > 0:
+            totals += torch.stack([loss.double() * n_tokens, n_tokens])
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(totals)
     engine.train()
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
 
 
-def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
+def run_stage_loop(job: StageJob | dict[str, Any], session: Session) -> dict[str, Any]:
     """Train one stage; returns the final metrics (rank 0's view) and, under "history", the per-step log."""
-    prepare_runtime(job["training"]["use_gpu"])
+    job = StageJob.model_validate(job)
+    prepare_runtime(job.training.use_gpu, cpu_threads(job.training.cpus_per_worker))
     rank, world = session.rank, session.world_size
-    stage = job["stage"]
+    stage = job.stage
     engine, tokenizer, micro = build_engine(job, world)
     pad_id = tokenizer.pad_token_id if tokenizer is not None else 0
     train_set, val_set = stage_examples(job, tokenizer)
-    global_batch = micro * world * stage["grad_accum_steps"]
+    global_batch = stage.batch_size
 
     start_step, history, resumes = 0, [], []
     checkpoint = session.get_checkpoint()
@@ -176,11 +208,11 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
         resumes = client_state.get("resumes", []) + [start_step]
         session.log(f"resumed at step {start_step} from {checkpoint.path}")
 
-    prefix = job["stage_name"]
+    prefix = job.stage_name
     val_loss, t0 = float("nan"), time.perf_counter()
-    for step in range(start_step, stage["steps"]):
+    for step in range(start_step, stage.steps):
         step_start = time.perf_counter()
-        indices = step_indices(len(train_set), global_batch, step, job["seed"])
+        indices = step_indices(len(train_set), global_batch, step, job.seed)
         step_loss = torch.zeros((), device=engine.device)
         micro_batches = rank_micro_batches(indices, rank, world, micro)
         for ids in micro_batches:
@@ -194,21 +226,21 @@ def run_stage_loop(job: dict[str, Any], session: Session) -> dict[str, Any]:
         history.append({"step": step + 1, "train_loss": step_loss, "lr": engine.get_lr()[0],
                         "time": now - t0, "step_time": now - step_start})
         session.step_done()
-        last = step + 1 == stage["steps"]
+        last = step + 1 == stage.steps
         metrics = {f"{prefix}_step": step + 1, f"{prefix}_train_loss": step_loss, "stage": prefix}
-        if (step + 1) % stage["eval_every"] == 0 or last:
+        if (step + 1) % stage.eval_every == 0 or last:
             val_loss = validation_loss(engine, val_set, pad_id, micro, rank, world)
             history[-1]["val_loss"] = val_loss
             metrics[f"{prefix}_val_loss"] = val_loss
         if last:
             break
-        if (step + 1) % stage["checkpoint_every"] == 0:
+        if (step + 1) % stage.checkpoint_every == 0:
             save_and_report(engine, session, metrics, {"step": step + 1, "history": history, "resumes": resumes})
         elif f"{prefix}_val_loss" in metrics:
             session.report(metrics)
-    final = {f"{prefix}_step": stage["steps"], f"{prefix}_val_loss": val_loss, "stage": prefix,
+    final = {f"{prefix}_step": stage.steps, f"{prefix}_val_loss": val_loss, "stage": prefix,
              f"{prefix}_train_loss": history[-1]["train_loss"] if history else float("nan")}
-    if job.get("export", True):
+    if job.export:
         export_and_report(engine, tokenizer, session, final, history, resumes)
     else:
         session.report(final)
@@ -222,16 +254,33 @@ def save_and_report(engine, session: Session, metrics: dict[str, Any], client_st
         session.report(metrics, checkpoint_dir=tmp)
 
 
+def fp32_state_dict(engine) -> dict[str, torch.Tensor]:
+    """The fp32 master weights, whole: what the optimizer holds, not the bf16 copy the forward ran on.
+
+    Exporting `module.state_dict()` of a bf16 run would round every weight to 8 bits of mantissa, and small
+    fine-tuning updates vanish in that rounding; stage 2 must start from what stage 1 learned. Under ZeRO-3
+    each call gathers one parameter from all ranks, so every rank runs this, in the same order.
+    """
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    state: dict[str, torch.Tensor] = {}
+    for name, param in engine.module.named_parameters():
+        full = safe_get_full_fp32_param(param)
+        state[name] = (param.data if full is None else full).detach().float().cpu().clone()
+    for prefix, module in engine.module.named_modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if name not in module._non_persistent_buffers_set:  # what save_pretrained would write
+                state[f"{prefix}.{name}" if prefix else name] = buffer.detach().cpu().clone()
+    return state
+
+
 def export_and_report(engine, tokenizer, session: Session, metrics: dict[str, Any],
                       history: list[dict[str, Any]], resumes: list[int]) -> None:
-    """Consolidated Hugging Face weights (ZeRO-3 shards gathered) so stage 3 and users can from_pretrained."""
-    if engine.zero_optimization_stage() == 3:
-        state = engine._zero3_consolidated_16bit_state_dict()
-    else:
-        state = engine.module.state_dict()
+    """Consolidated fp32 Hugging Face weights (ZeRO shards gathered), so stage 3 and users can from_pretrained."""
+    state = fp32_state_dict(engine)
     with tempfile.TemporaryDirectory(prefix="itt-export-") as tmp:
         if session.rank == 0:
-            engine.module.save_pretrained(tmp, state_dict={k: v.float() for k, v in state.items()})
+            engine.module.save_pretrained(tmp, state_dict=state)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             Path(tmp, "stage_metrics.json").write_text(
@@ -240,11 +289,13 @@ def export_and_report(engine, tokenizer, session: Session, metrics: dict[str, An
 
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:
-    """Entry point for `TorchTrainer`."""
+    """Entry point for `TorchTrainer`: the job arrives as the dict `StageJob.model_dump()` made."""
     run_stage_loop(job, RaySession())
 
 
-def run_without_ray(job: dict[str, Any], on_step: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_without_ray(job: StageJob | dict[str, Any], on_step: Callable[[], None] | None = None,
+                    checkpoint_root: str | None = None) -> dict[str, Any]:
     """Single-process run of the same loop (benchmarks, GPU machine without Ray); `on_step` is called after
-    every step (a profiler's `step`)."""
-    return run_stage_loop(job, LocalSession(on_step=on_step))
+    every step (a profiler's `step`); checkpoints and the export go under `checkpoint_root` (default: a temp
+    dir)."""
+    return run_stage_loop(job, LocalSession(checkpoint_root=checkpoint_root, on_step=on_step))

@@ -20,11 +20,13 @@ from typing import Any
 from filelock import FileLock
 
 from itt_sweep.config import stable_hash
+from itt_sweep.train.job import StageJob
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "COMPLETE.json"
-STAGE_CODE_VERSION = "stage-1"
+# stage-2: joint prompt/completion tokenisation, BOS rule, fp32 master-weight export, no decay on norms/biases
+STAGE_CODE_VERSION = "stage-2"
 
 
 def stage_key(base_model: str, upstream_key: str | None, stage_config: dict[str, Any], seed: int) -> str:
@@ -60,7 +62,7 @@ def publish(source_dir: Path, entry: Path) -> Path:
     return entry
 
 
-def fit_stage(job: dict[str, Any], run_name: str, storage_path: str, ledger_dir: Path | None = None) -> Path:
+def fit_stage(job: StageJob, run_name: str, storage_path: str, ledger_dir: Path | None = None) -> Path:
     """Run the stage under TorchTrainer; calling it again with the same name resumes from the last checkpoint.
 
     `storage_path` is where Ray Train keeps the run and its checkpoints: a local dir or a URI (s3://...). The
@@ -72,7 +74,7 @@ def fit_stage(job: dict[str, Any], run_name: str, storage_path: str, ledger_dir:
 
     if ledger_dir is None and "://" in storage_path:
         raise ValueError(f"a remote storage_path ({storage_path}) needs a local ledger_dir")
-    training = job["training"]
+    training = job.training
     callbacks = []
     try:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -82,12 +84,13 @@ def fit_stage(job: dict[str, Any], run_name: str, storage_path: str, ledger_dir:
         pass
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=job,
-        scaling_config=ScalingConfig(num_workers=training["num_workers"], use_gpu=training["use_gpu"],
-                                     resources_per_worker={"CPU": training["cpus_per_worker"]}),
+        train_loop_config=job.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=training.num_workers, use_gpu=training.use_gpu,
+                                     resources_per_worker={"CPU": training.cpus_per_worker}),
         run_config=RunConfig(name=run_name, storage_path=storage_path, callbacks=callbacks,
-                             failure_config=FailureConfig(max_failures=job.get("max_failures", 2)),
-                             worker_runtime_env={"env_vars": worker_env(training["use_gpu"])}),
+                             failure_config=FailureConfig(max_failures=job.max_failures),
+                             worker_runtime_env={"env_vars": worker_env(training.use_gpu,
+                                                                        training.cpus_per_worker)}),
     )
     record_fit(ledger_dir or Path(storage_path), run_name)
     result = trainer.fit()
@@ -103,28 +106,31 @@ def record_fit(storage: Path, run_name: str) -> None:
         f.write(json.dumps({"run": run_name, "pid": os.getpid(), "time": time.time()}) + "\n")
 
 
-def worker_env(use_gpu: bool) -> dict[str, str]:
-    return {} if use_gpu else {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+def worker_env(use_gpu: bool, cpus_per_worker: float = 1) -> dict[str, str]:
+    """CPU workers: as many OMP threads as CPUs Ray reserves for each (set before torch is imported)."""
+    from itt_sweep.train.loop import cpu_threads
+
+    return {} if use_gpu else {"OMP_NUM_THREADS": str(cpu_threads(cpus_per_worker)), "DS_ACCELERATOR": "cpu"}
 
 
-def run_stage(job: dict[str, Any], cache_root: Path, storage_path: str,
+def run_stage(job: StageJob, cache_root: Path, storage_path: str,
               ledger_dir: Path | None = None) -> tuple[Path, bool]:
     """The cached model dir of this stage, training it first if needed; returns (path, trained_now).
 
     The cache is always local (file lock, rename); the Ray Train run may be remote (see `fit_stage`)."""
     cache_root.mkdir(parents=True, exist_ok=True)
-    entry = cache_root / job["key"]
+    entry = cache_root / job.key
     if is_complete(entry):
         return entry, False
-    with FileLock(str(cache_root / f"{job['key']}.lock")):
+    with FileLock(str(cache_root / f"{job.key}.lock")):
         if is_complete(entry):  # another trial finished it while we waited
             return entry, False
-        export = fit_stage(job, run_name=f"stage-{job['key']}", storage_path=storage_path, ledger_dir=ledger_dir)
+        export = fit_stage(job, run_name=f"stage-{job.key}", storage_path=storage_path, ledger_dir=ledger_dir)
         try:
             publish(export, entry)
         finally:
             shutil.rmtree(export, ignore_errors=True)
-    log.info("stage %s trained and cached at %s", job["stage_name"], entry)
+    log.info("stage %s trained and cached at %s", job.stage_name, entry)
     return entry, True
 
 
