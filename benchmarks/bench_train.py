@@ -32,6 +32,7 @@ import common
 import torch
 
 from itt_sweep.train.batches import collate, rank_micro_batches, step_indices
+from itt_sweep.train.job import StageJob
 from itt_sweep.train.loop import lr_lambda, synthetic_examples, to_device
 
 VARIANTS = ("plain_eager", "ours_eager", "plain_compile", "ours_compile")  # the cheap ones first
@@ -70,20 +71,21 @@ def plain_loop(model, examples, micro: int, steps: int, device, bf16: bool, comp
 
 
 def stage_job(model_cfg: dict[str, Any] | None, init_model: str | None, data: dict[str, Any], *, steps: int,
-              micro: int, seq_len: int, use_gpu: bool, compile_model: bool, export: bool) -> dict[str, Any]:
+              micro: int, seq_len: int, use_gpu: bool, compile_model: bool, export: bool) -> StageJob:
     """A job for `itt_sweep.train.loop`, as the sweep builds one, with no evaluation or checkpoint mid-run."""
-    job = {"key": "bench", "stage_name": "bench", "init_model": init_model, "seed": 0, "bf16": use_gpu,
+    job = {"key": "bench", "stage_name": "bench", "init_model": {"name": init_model} if init_model else None,
+           "seed": 0, "bf16": use_gpu,
            "export": export,
            "stage": {"steps": steps, "learning_rate": 3e-4, "warmup_steps": min(3, steps), "batch_size": micro,
-                     "grad_accum_steps": 1, "seq_len": seq_len, "weight_decay": 0.0, "grad_clip": 1.0,
+                     "seq_len": seq_len, "weight_decay": 0.0, "grad_clip": 1.0,
                      "eval_every": 10**9, "checkpoint_every": 10**9},
            "training": {"zero_stage": 2, "offload_optimizer": False, "offload_params": False, "num_workers": 1,
                         "use_gpu": use_gpu, "cpus_per_worker": 1, "precision": "bf16" if use_gpu else "fp32",
                         "gradient_checkpointing": False, "compile": compile_model},
            "data": data}
     if model_cfg is not None:
-        job["model_config"] = model_cfg
-    return job
+        job["fresh_model"] = model_cfg
+    return StageJob.model_validate(job)
 
 
 # ------------------------------------------------------------------------------------------------ GPU variants
@@ -272,7 +274,7 @@ def cpu_suite(args: argparse.Namespace) -> dict[str, Any]:
                     use_gpu=False, compile_model=False, export=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     examples = encode_pairs(tokenizer, stage_pairs(job)[0], 256)
-    tokens = [sum(len(examples[i].input_ids) for i in step_indices(len(examples), job["stage"]["batch_size"], s, 0))
+    tokens = [sum(len(examples[i].input_ids) for i in step_indices(len(examples), job.stage.batch_size, s, 0))
               for s in range(args.steps)]
     # The plain loop runs before and after ours, so a change in machine load between them shows and averages out.
     before = plain_cpu_run(model_dir, examples, job, tokenizer.pad_token_id)
@@ -285,25 +287,25 @@ def cpu_suite(args: argparse.Namespace) -> dict[str, Any]:
     plain_stats["median_step_s_before_and_after_ours"] = [
         common.step_stats(run, tokens, args.warmup)["median_step_s"] for run in (before, after)]
     return {"machine": common.machine_info(), "model": "scratch:tiny", "steps": args.steps,
-            "batch_size": job["stage"]["batch_size"], "seq_len": 256, "plain": plain_stats,
+            "batch_size": job.stage.batch_size, "seq_len": 256, "plain": plain_stats,
             "ours_ray_deepspeed": {**ours_stats, **startup}, "step_time_ratio_ours_over_plain": ratio,
             "goal": "ratio <= 1.3", "meets_goal": ratio <= 1.3}
 
 
-def plain_cpu_run(model_dir: Path, examples, job: dict[str, Any], pad_id: int) -> list[float]:
+def plain_cpu_run(model_dir: Path, examples, job: StageJob, pad_id: int) -> list[float]:
     from transformers import AutoModelForCausalLM
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in our CPU workers (OMP_NUM_THREADS=1)
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        return plain_loop(model, examples, job["stage"]["batch_size"], job["stage"]["steps"], torch.device("cpu"),
-                          bf16=False, compile_model=False, lr=job["stage"]["learning_rate"], pad_id=pad_id)
+        return plain_loop(model, examples, job.stage.batch_size, job.stage.steps, torch.device("cpu"),
+                          bf16=False, compile_model=False, lr=job.stage.learning_rate, pad_id=pad_id)
     finally:
         torch.set_num_threads(threads)
 
 
-def ours_in_ray(job: dict[str, Any], work: Path) -> tuple[list[float], dict[str, float]]:
+def ours_in_ray(job: StageJob, work: Path) -> tuple[list[float], dict[str, float]]:
     """Our stage through `fit_stage` (TorchTrainer, one worker); the time outside the steps is startup."""
     import ray
 

@@ -30,6 +30,11 @@ CASES = {
     "gpu requested on a cpu machine": ({"training": {"use_gpu": True}}, "training.use_gpu", "no GPU"),
     "storage under a file": ({"storage": {"path": "{tmp}/a_file/runs"}}, "storage.path", "not a directory"),
     "storage on a read-only fs": ({"storage": {"path": "/proc/itt-runs"}}, "storage.path", "not writable"),
+    "model that does not exist": ({"model": {"name": "/nonexistent/model"}}, "model", "cannot load"),
+    "gguf file that is not there": ({"model": {"name": "{tmp}", "gguf_file": "missing.gguf"}}, "model",
+                                    "cannot load"),
+    "more cpus than the machine has": ({"training": {"num_workers": 2, "cpus_per_worker": 64}},
+                                       "training.cpus_per_worker", "this machine has"),
     "tracking server unreachable": ({"tracking": {"uri": "http://127.0.0.1:{port}"}}, "tracking.uri", "unreachable"),
     # in a Ray Job the working dir is Ray's temporary copy of the checkout: results there would be lost
     "relative storage in a ray job": ({"storage": {"path": "runs"}}, "storage.path", "temporary copy",

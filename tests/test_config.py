@@ -78,6 +78,14 @@ BAD = [
     ("name", "has spaces", "name", "pattern"),
     ("stages.target.stepz", 3, "stages.target.stepz", "unknown field"),
     ("matrix", _DELETE, "matrix", "Field required"),
+    ("stages.target.steps", 99999999999999999999999, "stages.target.steps", "less than or equal to 10000000"),
+    ("stages.target.batch_size", 7, "stages.target.batch_size", "multiple of micro_batch_size"),
+    ("stages.intermediate.micro_batch_size", 3, "stages.intermediate.batch_size", "x num_workers (2)"),
+    ("stages.target.grad_accum_steps", 2, "stages.target.grad_accum_steps", "unknown field"),
+    ("stages.target.prompt_format", "instruct", "stages.target.prompt_format", "'completion' or 'chat'"),
+    ("evaluation.prompt_format", "instruct", "evaluation.prompt_format", "'completion' or 'chat'"),
+    ("evaluation.max_new_tokens", {"klingon": 64}, "evaluation.max_new_tokens", "unknown language"),
+    ("model.name", "", "model.name", "hub id"),
 ]
 
 
@@ -102,6 +110,40 @@ def test_not_yaml_and_not_a_mapping_are_clear_errors(tmp_path):
         load_sweep(broken)
     with pytest.raises(SweepFileError, match="file not found"):
         load_sweep(tmp_path / "missing.yaml")
+
+
+def test_sweep_file_that_is_not_utf8_is_one_clear_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SweepFileError) as err:
+        load_sweep(path)
+    assert err.value.problems == [line for line in err.value.problems if "not UTF-8" in line]
+    proc = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "validate", str(path)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latin1.yaml"]
+
+
+def test_batch_size_is_per_optimizer_step_across_workers(smoke_raw):
+    sweep = parse_sweep(_mutate(_mutate(smoke_raw, "stages.target.batch_size", 16), "training.num_workers", 2))
+    assert sweep.stages.target.batch_split(2) == (8, 1)  # micro batch = batch / workers by default
+    sweep = parse_sweep(_mutate(smoke_raw, "stages.target.micro_batch_size", 2))
+    assert sweep.stages.target.batch_split(2) == (2, 2)  # 8 = 2 per worker x 2 workers x 2 accumulation steps
+
+
+def test_learning_rate_defaults_follow_the_kind_of_model(smoke_raw):
+    raw = copy.deepcopy(smoke_raw)
+    del raw["stages"]["target"]["learning_rate"]
+    assert parse_sweep(raw).stages.target.learning_rate == 3e-4  # scratch: learns from nothing
+    raw["model"] = {"name": "Salesforce/codegen-350M-mono"}
+    sweep = parse_sweep(raw)
+    assert sweep.stages.target.learning_rate == 2e-5  # pretrained: fine-tuned
+    assert sweep.stages.intermediate.learning_rate == 3e-3  # what the file says stays
+
+
+def test_max_new_tokens_per_language(smoke_raw):
+    sweep = parse_sweep(_mutate(smoke_raw, "evaluation.max_new_tokens", {"default": 128, "java": 256}))
+    assert sweep.evaluation.new_tokens("java") == 256 and sweep.evaluation.new_tokens("python") == 128
 
 
 def test_stable_hash_ignores_key_order():

@@ -307,3 +307,54 @@ def test_training_on_a_pair_lowers_its_reference_nll(tokenizer):
     after = reference_nll(model, tokenizer, [pair])
     assert model.training  # evaluation hands the model back in the mode it came in
     assert after < before / 2
+
+
+# context and memory guard
+
+
+def test_batches_respect_the_token_budget_longest_first():
+    from itt_sweep.evaluate.generation import plan_batches
+
+    lengths = [10, 500, 40, 40, 2000, 30, 10]
+    batches = plan_batches(lengths, rows_per_prompt=1, max_new_tokens=100, token_budget=1000, max_rows=4)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert batches[0] == [4]  # alone: too big for the budget, still generated (the context check passed it)
+    for batch in batches[1:]:
+        assert len(batch) <= 4
+        assert len(batch) * (max(lengths[i] for i in batch) + 100) <= 1000
+    flat = [lengths[i] for batch in batches for i in batch]
+    assert flat == sorted(flat, reverse=True)
+    # sampling: n rows per prompt count against the budget and the row cap
+    sampled = plan_batches([10] * 8, rows_per_prompt=4, max_new_tokens=10, token_budget=10_000, max_rows=8)
+    assert [len(b) for b in sampled] == [2, 2, 2, 2]
+
+
+def test_prompt_that_cannot_fit_the_context_is_skipped_not_truncated(model, tokenizer, monkeypatch):
+    from itt_sweep.evaluate.generation import PROMPT_TOO_LONG
+
+    long_prompt = "def add(a, b):\n    return a + b\n" * 20
+    n_long = len(tokenizer(long_prompt)["input_ids"])
+    monkeypatch.setattr(model.config, "max_position_embeddings", n_long + 10)  # fits alone, not with 20 new
+    config = GenerationConfig(max_new_tokens=20, batch_size=4)
+    out = generate_completions(model, tokenizer, [PROMPTS[0], long_prompt, PROMPTS[1]], [], config)
+    assert out[1].skipped == PROMPT_TOO_LONG and out[1].texts == [""]
+    assert [out[0].texts[0], out[2].texts[0]] == [_greedy_alone(model, tokenizer, p, 20) for p in PROMPTS[:2]]
+    assert out[0].skipped is None and out[0].truncated == [True]  # 20 tokens, no stop, no EOS: cut off
+
+
+def test_stage3_scores_prompt_too_long_as_a_counted_failure(model, tokenizer, data_dir, tmp_path, monkeypatch):
+    from itt_sweep.config import EvaluationSpec
+    from itt_sweep.data.mbxp import load_problems
+    from itt_sweep.evaluate.stage3 import evaluate_language
+
+    problems = load_problems("python", split="test", data_dir=data_dir, limit=6)
+    lengths = sorted(len(tokenizer(p.prompt)["input_ids"]) for p in problems)
+    monkeypatch.setattr(model.config, "max_position_embeddings", lengths[3] + 8)
+    spec = EvaluationSpec(max_new_tokens=8, batch_size=4, allow_unsandboxed=False)
+    metrics, records = evaluate_language(model, tokenizer, "python", spec, 6, data_dir, tmp_path / "refs")
+    skipped = [r for r in records if r["status"] == "prompt_too_long"]
+    assert 0 < len(skipped) < 6
+    assert metrics["n_prompt_too_long"] == len(skipped)
+    assert metrics["n_problems"] == 6
+    assert metrics["pass_at_1"] <= (6 - len(skipped)) / 6
+    assert all(r["status"] != "prompt_too_long" for r in records if r not in skipped)

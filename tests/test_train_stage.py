@@ -267,3 +267,25 @@ def test_export_writes_the_fp32_master_weights_of_a_bf16_run(tiny_model, data_di
         w = exported[name]
         assert w.dtype == torch.float32
         assert not torch.equal(w, w.bfloat16().float()), f"{name} is bf16-rounded"
+
+
+def test_cpu_threads_follow_the_cpus_each_worker_holds():
+    from itt_sweep.train.loop import cpu_threads
+    from itt_sweep.train.stage import worker_env
+
+    assert [cpu_threads(c) for c in (0.5, 1, 2, 8)] == [1, 1, 2, 8]
+    assert worker_env(False, 4)["OMP_NUM_THREADS"] == "4"
+    assert worker_env(False, 0.5)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in worker_env(True, 8)
+
+
+def test_weight_decay_skips_biases_and_norms():
+    import torch
+
+    from itt_sweep.train.loop import param_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    decay, keep = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and keep["weight_decay"] == 0.0
+    assert {tuple(p.shape) for p in decay["params"]} == {(4, 4), (2, 4)}
+    assert len(keep["params"]) == 4 and all(p.dim() == 1 for p in keep["params"])  # 2 biases + norm gain/bias

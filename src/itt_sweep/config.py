@@ -71,6 +71,7 @@ class DataSpec(_Strict):
     intermediate_train_examples: PositiveInt | None = 2000
     intermediate_val_examples: PositiveInt = 200
     target_train_problems: PositiveInt | None = None
+    target_val_problems: PositiveInt | None = None  # stage-2 validation problems (default: all 90)
     eval_problems: PositiveInt | None = None
 
 

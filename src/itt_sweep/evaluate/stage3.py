@@ -19,7 +19,7 @@ from itt_sweep.config import EvaluationSpec
 from itt_sweep.data import chat
 from itt_sweep.data.mbxp import Problem, load_problems
 from itt_sweep.data.prompts import format_problem
-from itt_sweep.evaluate.generation import Generation, GenerationConfig, generate_completions
+from itt_sweep.evaluate.generation import Generation, GenerationConfig, generate_completions, truncate_at_stop
 from itt_sweep.evaluate.passk import pass_at_k
 from itt_sweep.evaluate.ref_nll import reference_nll
 from itt_sweep.evaluate.references import verified_references
@@ -47,9 +47,12 @@ def generate_for(model, tokenizer, problems: Sequence[Problem], language: str,
     stops = [] if chat_format else recipe.stop_sequences
     generations = generate_completions(model, tokenizer, prompts_for(problems, language, spec.prompt_format,
                                                                      tokenizer), stops, gen)
-    completions = [chat.completion_from_reply(p.prompt, g.texts[0], p.entry_point) if chat_format else g.texts[0]
-                   for p, g in zip(problems, generations, strict=True)]
-    return generations, completions
+    if not chat_format:
+        return generations, [g.texts[0] for g in generations]
+    # the reply's code, cut where the function ends as a completion would be (example calls after it go)
+    return generations, [truncate_at_stop(chat.completion_from_reply(p.prompt, g.texts[0], p.entry_point),
+                                          recipe.stop_sequences, recipe.keep_stop)
+                         for p, g in zip(problems, generations, strict=True)]
 
 
 def evaluate_language(model, tokenizer, language: str, spec: EvaluationSpec, eval_problems: int | None,

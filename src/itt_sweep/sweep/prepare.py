@@ -38,6 +38,9 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
     model_problem = check_model(sweep)
     if model_problem:
         problems.append(f"model: {model_problem}")
+    cpu_problem = check_local_cpus(sweep)
+    if cpu_problem:
+        problems.append(f"training.cpus_per_worker: {cpu_problem}")
     if sweep.training.use_gpu and not _gpus_available():
         problems.append("training.use_gpu: true, but this machine has no GPU (set use_gpu: false)")
     storage_problem = check_writable(Path(sweep.storage.path).expanduser())
@@ -57,6 +60,21 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
     except TrackingUnavailableError as exc:
         raise SweepFileError(source, [str(exc)]) from None
     return data
+
+
+def check_local_cpus(sweep: SweepConfig) -> str | None:
+    """On the embedded local cluster, a trial (evaluation.cpus) and its training workers must fit this machine
+    at once, or Ray would wait for CPUs forever. A real cluster (RAY_ADDRESS) autoscales: not checked."""
+    if os.environ.get("RAY_ADDRESS") or in_ray_job() or sweep.training.use_gpu:
+        return None
+    training = sweep.training
+    need = sweep.evaluation.cpus + training.num_workers * training.cpus_per_worker
+    have = os.cpu_count() or 1
+    if need > have:
+        return (f"a trial needs {need:g} CPUs at once (evaluation.cpus {sweep.evaluation.cpus} + num_workers "
+                f"{training.num_workers} x cpus_per_worker {training.cpus_per_worker:g}), this machine has {have}; "
+                "lower them (a worker of 0.5 CPU still runs one thread)")
+    return None
 
 
 def check_model(sweep: SweepConfig) -> str | None:

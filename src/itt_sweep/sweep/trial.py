@@ -46,7 +46,7 @@ def stage_job(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, stage_name: s
         task_version=task_version(cell.intermediate_task) if intermediate else None,
         source_language=None if intermediate else cell.source_language,
         train_limit=sweep.data.intermediate_train_examples if intermediate else sweep.data.target_train_problems,
-        val_limit=sweep.data.intermediate_val_examples if intermediate else None,
+        val_limit=sweep.data.intermediate_val_examples if intermediate else sweep.data.target_val_problems,
         files=data_fingerprint(cell, intermediate, Path(ctx["data_dir"])),
     )
     bf16 = sweep.training.precision == "bf16" or (sweep.training.precision == "auto" and sweep.training.use_gpu)
