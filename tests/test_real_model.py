@@ -122,10 +122,12 @@ def test_gguf_model_through_itt_sweep_run(smollm2, data_dir, tmp_path):
     assert child.data.params["model.gguf_file"] == smollm2.gguf_file
 
 
+@torch.no_grad()
 def _distance(a, b) -> float:
     pairs = zip(a.parameters(), b.parameters(), strict=True)
     return sum(float((pa - pb).float().norm() ** 2) for pa, pb in pairs) ** 0.5
 
 
+@torch.no_grad()
 def _norm(model) -> float:
     return sum(float(p.float().norm() ** 2) for p in model.parameters()) ** 0.5

@@ -148,11 +148,45 @@ def load(ref: ModelRef, dtype: torch.dtype | None = None, device: str | torch.de
 
     _refuse_scratch(ref)
     dtype = dtype or torch.float32
-    model = AutoModelForCausalLM.from_pretrained(ref.name, dtype=dtype, **ref.hub_kwargs())
+    model = AutoModelForCausalLM.from_pretrained(ref.name, dtype=dtype, **ref.hub_kwargs(), **_gguf_dense(ref))
+    if ref.gguf_file:
+        _forget_gguf(model)
     if device is not None:
         model = model.to(device)
     log.info("loaded %s (%d params, %s)", ref, model.num_parameters(), dtype)
     return model, load_tokenizer(ref)
+
+
+def _gguf_dense(ref: ModelRef) -> dict[str, Any]:
+    """Ask for a GGUF file unpacked into dense weights: we train them, and GGUF blocks are not trainable.
+
+    transformers >= 5.2x can keep GGUF weights in their blocks (`GgufConfig(dequantize=False)`, its default
+    where a matmul kernel exists, e.g. on GPUs); older versions always unpack them."""
+    if not ref.gguf_file:
+        return {}
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(gguf_file=ref.gguf_file, dequantize=True)}
+
+
+def _forget_gguf(model: Any) -> None:
+    """A dense model unpacked from GGUF is an ordinary model: drop the GGUF quantizer that transformers leaves
+    attached, which would refuse `save_pretrained` (stage exports) and mark the saved config as GGUF."""
+    import torch
+
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    if str(getattr(quantizer.quantization_config, "quant_method", "")) not in ("gguf", "QuantizationMethod.GGUF"):
+        return
+    if not all(torch.is_floating_point(p) for p in model.parameters()):
+        raise ModelError("the GGUF weights stayed quantised; itt-sweep trains dense weights only")
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def max_positions(config: Any) -> int | None:

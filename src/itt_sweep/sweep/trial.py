@@ -120,7 +120,7 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tu
         run.log_stage(name, done["history"], job.key, trained_now)
         model, upstream = ModelRef(name=str(entry)), job.key
         val_loss = done["final"].get(f"{name}_val_loss", math.nan)
-    return Path(model), val_loss
+    return Path(model.name), val_loss
 
 
 def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any]):
