@@ -358,3 +358,35 @@ def test_stage3_scores_prompt_too_long_as_a_counted_failure(model, tokenizer, da
     assert metrics["n_problems"] == 6
     assert metrics["pass_at_1"] <= (6 - len(skipped)) / 6
     assert all(r["status"] != "prompt_too_long" for r in records if r not in skipped)
+
+
+def test_fast_and_hf_decoders_agree_greedy_with_stops(model, tokenizer):
+    alone = [_greedy_alone(model, tokenizer, prompt, 24) for prompt in PROMPTS]
+    stops = [_ascii_piece(alone[2], 4, 2), _ascii_piece(alone[0], 6, 1)]
+    fast = generate_completions(model, tokenizer, PROMPTS, stops, GenerationConfig(max_new_tokens=24, batch_size=8))
+    hf = generate_completions(model, tokenizer, PROMPTS, stops,
+                              GenerationConfig(max_new_tokens=24, batch_size=8, decoder="hf"))
+    assert [g.texts for g in fast] == [g.texts for g in hf]
+    assert [g.truncated for g in fast] == [g.truncated for g in hf]
+
+
+def test_a_model_the_fast_decoder_cannot_run_falls_back_to_hf_once(model, tokenizer, monkeypatch, caplog):
+    import itt_sweep.evaluate.generation as generation
+
+    def cannot(*args, **kwargs):
+        raise NotImplementedError("this architecture has no static cache")
+
+    monkeypatch.setattr(generation, "generate_static", cannot)
+    config = GenerationConfig(max_new_tokens=10, batch_size=2)
+    with caplog.at_level("WARNING"):
+        out = generate_completions(model, tokenizer, PROMPTS, [], config)
+    assert [g.texts[0] for g in out] == [_greedy_alone(model, tokenizer, p, 10) for p in PROMPTS]
+    assert config.decoder == "hf"
+    assert sum("using HF generate" in r.message for r in caplog.records) == 1
+
+
+def test_sampled_completions_do_not_depend_on_the_batch(model, tokenizer):
+    config = GenerationConfig(max_new_tokens=10, batch_size=8, do_sample=True, num_samples=2)
+    together = generate_completions(model, tokenizer, PROMPTS, [], config, seed=3)
+    alone = [generate_completions(model, tokenizer, [p], [], config, seed=3)[0] for p in PROMPTS]
+    assert [g.texts for g in together] == [g.texts for g in alone]

@@ -85,7 +85,7 @@ def test_stop_check_ends_rows_early_without_changing_what_came_before(model):
     full = greedy_generate(model, ids, mask, 24, eos_token_id=EOS, pad_token_id=PAD)
     width = ids.shape[1]
 
-    def after_five(new_tokens: list[list[int]]) -> list[bool]:
+    def after_five(rows: list[int], new_tokens: list[list[int]]) -> list[bool]:
         return [len(row) >= 5 for row in new_tokens]
 
     stopped = greedy_generate(model, ids, mask, 24, eos_token_id=EOS, pad_token_id=PAD, stop_check=after_five,
@@ -105,3 +105,43 @@ def test_cuda_graph_replay_equals_eager_decoding_on_a_gpu(model):
         assert torch.equal(graphed, hf_generate(gpu_model, ids, mask, 32, static=True))
     finally:
         model.to("cpu", torch.float32)
+
+
+def test_finished_rows_leave_the_batch_and_change_no_token(model):
+    """Rows 0-3 stop after 4 tokens (EOS on another): later steps run on 2 rows, with the same tokens."""
+    ids, mask = left_padded([8, 5, 11, 2, 6, 9], seed=5)
+
+    def four_stop_early(rows: list[int], new_tokens: list[list[int]]) -> list[bool]:
+        return [row < 4 and len(tokens) >= 4 for row, tokens in zip(rows, new_tokens, strict=True)]
+
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        compacted = greedy_generate(model, ids, mask, 24, eos_token_id=EOS, pad_token_id=PAD, check_every=2,
+                                    stop_check=four_stop_early)
+    finally:
+        handle.remove()
+    whole = greedy_generate(model, ids, mask, 24, eos_token_id=EOS, pad_token_id=PAD, check_every=2,
+                            stop_check=four_stop_early, compact=False)
+    assert torch.equal(compacted, whole)
+    assert sizes[0] == 6 and sizes[-1] == 2  # the batch shrank to the rows still running
+    assert torch.equal(compacted[4:], hf_generate(model, ids, mask, 24)[4:, :compacted.shape[1]])
+    width = ids.shape[1]
+    assert (compacted[:4, width + 4:] == PAD).all()
+
+
+def test_sampling_depends_on_each_rows_seed_not_on_its_batch(model):
+    from itt_sweep.evaluate.fast_generation import Sampling, generate_static
+
+    ids, mask = left_padded([7, 4, 9], seed=6)
+    sampling = Sampling(temperature=0.8, top_p=0.95, seeds=[11, 12, 13])
+    batch = generate_static(model, ids, mask, 12, eos_token_id=EOS, pad_token_id=PAD, sampling=sampling)
+    alone = generate_static(model, ids[1:2, -4:], mask[1:2, -4:], 12, eos_token_id=EOS, pad_token_id=PAD,
+                            sampling=Sampling(temperature=0.8, top_p=0.95, seeds=[12]))
+    assert torch.equal(batch[1, ids.shape[1]:ids.shape[1] + alone.shape[1] - 4], alone[0, 4:])
+    again = generate_static(model, ids, mask, 12, eos_token_id=EOS, pad_token_id=PAD, sampling=sampling)
+    assert torch.equal(batch, again)
+    other = generate_static(model, ids, mask, 12, eos_token_id=EOS, pad_token_id=PAD,
+                            sampling=Sampling(temperature=0.8, top_p=0.95, seeds=[21, 22, 23]))
+    assert not torch.equal(batch, other)

@@ -1,4 +1,4 @@
-"""Greedy batched decoding with a static KV cache, replayed as one CUDA graph per token.
+"""Stage 3's decoder: batched decoding with a static KV cache, replayed as one CUDA graph per token.
 
 Plain Hugging Face `generate` spends most of a decoding step in Python: a 1B model launches about a thousand
 small kernels per token, so the GPU waits on the interpreter. Here the model's own eager forward is captured
@@ -9,8 +9,14 @@ argmax flips on such differences.
 
 The inputs of every step are built exactly as `generate` builds them: position ids from the attention mask,
 a boolean 4D mask over the static cache, logits of the last position only, finished rows fed the pad token.
-On CPU (or with `cuda_graph=False`) the same step runs eagerly. Rows are never removed from the batch, so a
-row's numbers never depend on which other rows are still running.
+On CPU (or with `cuda_graph=False`) the same step runs eagerly.
+
+Sampling (pass@k) draws each row's token from its own generator, seeded by the caller per (problem, sample),
+so a sample never depends on which other rows share its batch. Stops are checked every `check_every` steps
+with one host transfer of the new columns for the whole batch. Once at most half the rows are still running,
+the finished ones are dropped from the batch and the cache (`compact`), so a batch does not run at the speed
+of its longest completion; in fp32 on CPU that changes no token (the tests pin it), with a CUDA graph it costs
+one recapture per halving.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -25,7 +32,16 @@ import torch
 # sequence). Called every `check_every` steps, so a row may run a few tokens past its stop; cut the text there.
 log = logging.getLogger(__name__)
 
-StopCheck = Callable[[list[list[int]]], Sequence[bool]]
+StopCheck = Callable[[list[int], list[list[int]]], Sequence[bool]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Temperature and nucleus (top-p) sampling; `seeds` has one seed per row of the batch."""
+
+    temperature: float
+    top_p: float
+    seeds: Sequence[int]
 
 
 def cache_argument(model) -> str:
@@ -43,10 +59,14 @@ class _Decoder:
     """The state of one batch on the device, and the one-token step that advances it in place."""
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                 eos_token_ids: Sequence[int], pad_token_id: int):
+                 eos_token_ids: Sequence[int], pad_token_id: int, sampling: Sampling | None = None):
         batch, width = input_ids.shape
         device = input_ids.device
         self.model, self.width, self.pad = model, width, pad_token_id
+        self.sampling = sampling
+        self.generators = None if sampling is None else [
+            torch.Generator(device=device).manual_seed(int(seed)) for seed in sampling.seeds]
+        self.rows = list(range(batch))  # original row index of each row still in the batch
         self.cache = new_static_cache(model, width + max_new_tokens - 1)  # the last token is never fed back
         self.cache_kw = cache_argument(model)
         self.eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
@@ -61,13 +81,38 @@ class _Decoder:
         self.tokens = torch.empty((batch, 1), dtype=torch.long, device=device)
 
     def _choose(self, logits: torch.Tensor) -> None:
-        """Greedy pick as `generate` does it (argmax over float32 logits; finished rows get the pad token)."""
-        chosen = torch.argmax(logits[:, -1, :].float(), dim=-1)
+        """Greedy pick as `generate` does it (argmax over float32 logits), or a sample; finished rows get the
+        pad token."""
+        scores = logits[:, -1, :].float()
+        chosen = torch.argmax(scores, dim=-1) if self.sampling is None else self._sample(scores)
         chosen = torch.where(self.unfinished, chosen, torch.full_like(chosen, self.pad))
         self.out.index_copy_(1, self.step, chosen[:, None])
         self.unfinished &= ~(chosen[:, None] == self.eos[None, :]).any(-1)  # isin may sync; this never does
         self.tokens.copy_(chosen[:, None])
         self.step += 1
+
+    def _sample(self, scores: torch.Tensor) -> torch.Tensor:
+        """Temperature, then top-p as HF's warper does it (keep the smallest set whose mass reaches top_p, at
+        least one token), then one draw per row from that row's own generator."""
+        scores = scores / self.sampling.temperature
+        if self.sampling.top_p < 1.0:
+            ordered, order = torch.sort(scores, descending=False)
+            cumulative = ordered.softmax(-1).cumsum(-1)
+            drop = cumulative <= 1 - self.sampling.top_p
+            drop[:, -1] = False
+            scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        probs = scores.softmax(-1)
+        return torch.cat([torch.multinomial(probs[i], 1, generator=self.generators[i]) for i in range(len(probs))])
+
+    def keep(self, live: torch.Tensor) -> None:
+        """Drop the rows not in `live` (indices into the current batch) from every tensor and the cache."""
+        self.cache.reorder_cache(live)
+        for name in ("out", "unfinished", "mask", "positions", "tokens", "prompt_ids", "prompt_mask"):
+            setattr(self, name, getattr(self, name).index_select(0, live))
+        kept = live.tolist()
+        self.rows = [self.rows[i] for i in kept]
+        if self.generators is not None:
+            self.generators = [self.generators[i] for i in kept]
 
     def prefill(self) -> None:
         logits = self.model(input_ids=self.prompt_ids, attention_mask=self.prompt_mask,
@@ -109,30 +154,38 @@ def _capture(step: Callable[[], None], eager_steps: int, strict: bool) -> torch.
     return graph
 
 
-def _trim(out: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
-    """Drop the trailing columns `generate` would not have produced (it stops once every row has finished)."""
-    hit = torch.isin(out, eos)
-    finished_at = torch.where(hit.any(1), hit.int().argmax(1), out.shape[1] - 1)  # argmax: the first EOS
-    return out[:, : int(finished_at.max()) + 1]
+class _Host:
+    """The new tokens of every original row on the host, fetched once per check for the whole batch."""
+
+    def __init__(self, batch: int):
+        self.tokens: list[list[int]] = [[] for _ in range(batch)]
+        self.fetched = 0
+
+    def fetch(self, state: _Decoder, done: int) -> None:
+        for row, new in zip(state.rows, state.out[:, self.fetched:done].tolist(), strict=True):
+            self.tokens[row].extend(new)
+        self.fetched = done
 
 
 @torch.inference_mode()
-def greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, *,
+def generate_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, *,
                     eos_token_id: int | Sequence[int], pad_token_id: int, cuda_graph: bool | None = None,
-                    stop_check: StopCheck | None = None, check_every: int = 16) -> torch.Tensor:
-    """Prompt + new tokens, shaped like the output of HF `generate(do_sample=False)` with a static cache.
+                    stop_check: StopCheck | None = None, check_every: int = 16, sampling: Sampling | None = None,
+                    compact: bool = True) -> torch.Tensor:
+    """Prompt + new tokens, shaped like the output of HF `generate` with a static cache.
 
-    `input_ids` are left-padded. `cuda_graph=None` uses a graph on CUDA devices. Rows that emit an EOS token,
-    or that `stop_check` marks done, get the pad token afterwards; the loop ends once every row is done (seen
-    every `check_every` steps). Without `stop_check` the result equals `generate`'s exactly.
+    `input_ids` are left-padded. `cuda_graph=None` uses a graph on CUDA devices (never while sampling: each row
+    draws from its own generator on the host side of the step). Rows that emit an EOS token, or that
+    `stop_check(rows, new_tokens)` marks done, get the pad token afterwards; the loop ends once every row is
+    done (seen every `check_every` steps). Greedy, without `stop_check`, the result equals `generate`'s exactly.
     """
     if max_new_tokens < 1:
         return input_ids.clone()
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    state = _Decoder(model, input_ids, attention_mask, max_new_tokens, eos_ids, pad_token_id)
+    state = _Decoder(model, input_ids, attention_mask, max_new_tokens, eos_ids, pad_token_id, sampling)
     state.prefill()
-    use_graph = input_ids.device.type == "cuda" if cuda_graph is None else cuda_graph
-    done, graph = 1, None
+    use_graph = (input_ids.device.type == "cuda" if cuda_graph is None else cuda_graph) and sampling is None
+    host, done, graph = _Host(len(input_ids)), 1, None
     while done < max_new_tokens:
         if use_graph and graph is None and max_new_tokens - done > 2:
             graph = _capture(state.decode_step, eager_steps=2, strict=cuda_graph is True)
@@ -143,13 +196,49 @@ def greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         else:
             state.decode_step()
         done += 1
-        if done % check_every == 0 and _all_done(state, done, stop_check):
-            break
-    return torch.cat([input_ids, _trim(state.out[:, :done], state.eos)], dim=1)
+        if done % check_every == 0:
+            if _all_done(state, host, done, stop_check):
+                break
+            if compact and _compact(state, host, done):
+                graph = None  # the batch shrank: the recorded graph has the old shapes
+    host.fetch(state, done)
+    return torch.cat([input_ids, _assemble(host, state, pad_token_id, input_ids.device)], dim=1)
 
 
-def _all_done(state: _Decoder, done: int, stop_check: StopCheck | None) -> bool:
+def greedy_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                    **kwargs) -> torch.Tensor:
+    """Greedy `generate_static` (the benchmark's and the identity tests' name for it)."""
+    return generate_static(model, input_ids, attention_mask, max_new_tokens, **kwargs)
+
+
+def _all_done(state: _Decoder, host: _Host, done: int, stop_check: StopCheck | None) -> bool:
     if stop_check is not None:
-        stopped = torch.tensor(list(stop_check(state.out[:, :done].tolist())), device=state.unfinished.device)
-        state.unfinished &= ~stopped
+        host.fetch(state, done)
+        stopped = stop_check(state.rows, [host.tokens[row] for row in state.rows])
+        state.unfinished &= ~torch.tensor(list(stopped), dtype=torch.bool, device=state.unfinished.device)
     return not bool(state.unfinished.any())
+
+
+def _compact(state: _Decoder, host: _Host, done: int) -> bool:
+    """Drop the finished rows once at most half the batch is still running; True if it did."""
+    live = state.unfinished.nonzero().flatten()
+    if len(live) == 0 or len(live) * 2 > len(state.rows):
+        return False
+    host.fetch(state, done)  # the dropped rows' tokens are complete on the host
+    state.keep(live)
+    return True
+
+
+def _assemble(host: _Host, state: _Decoder, pad: int, device: torch.device) -> torch.Tensor:
+    """The new tokens of every original row, cut after its first EOS (then padded) and trimmed as `generate`
+    trims: the output ends at the step where the last row finished."""
+    eos = set(state.eos.tolist())
+    rows = []
+    for tokens in host.tokens:
+        end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+        rows.append(tokens[:end])
+    width = max(len(r) for r in rows) if rows else 0
+    out = torch.full((len(rows), width), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out.to(device)

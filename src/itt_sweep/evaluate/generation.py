@@ -1,4 +1,4 @@
-"""Batched completion of code prompts, cut at per-language stop sequences.
+"""Batched completion of code prompts, cut at per-language stop sequences: the one generation path of stage 3.
 
 Stage 3 asks the model for a function body for every MBXP test problem in every language; that is the slow
 part of an evaluation, so prompts are batched (left padding, sorted by length to waste little on padding) and
@@ -13,10 +13,17 @@ context with `max_new_tokens` after it is not generated at all: it comes back wi
 
 Decoding is fixed here, not inherited from a checkpoint's `generation_config` (a hub model may ship a
 repetition penalty or top-k), so two models are always compared under the same decoding rule.
+
+The decoder is `fast` (`fast_generation.generate_static`: static KV cache, a CUDA graph per token on GPUs,
+finished rows dropped from the batch) unless `decoder: hf` asks for Hugging Face `generate`, which is also the
+automatic fallback, with one log line, for a model the fast path cannot run. Sampling seeds each (prompt,
+sample) from its text, so results do not depend on batch composition or order.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +32,10 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from itt_sweep.encoding import encode_prompt
+from itt_sweep.evaluate.fast_generation import Sampling, generate_static
 from itt_sweep.modeling import max_positions
+
+log = logging.getLogger(__name__)
 
 PROMPT_TOO_LONG = "prompt_too_long"
 
@@ -46,6 +56,8 @@ class GenerationConfig:
     num_samples: int = 1
     keep_stop: bool = False
     token_budget: int = 32768
+    decoder: str = "fast"  # or "hf": Hugging Face generate (dynamic cache)
+    check_every: int = 8  # steps between stop checks of the fast decoder
 
 
 @dataclass
@@ -114,28 +126,42 @@ def truncate_at_stop(text: str, stop_sequences: Sequence[str], keep_stop: bool =
     return text[: cut[0] + (cut[1] if keep_stop else 0)]
 
 
-class _StopSequenceCriteria(StoppingCriteria):
-    """Marks a sequence done once its completion contains a stop sequence.
+class StopWatch:
+    """Which rows have written a stop sequence, decoding only the new tokens since the last look.
 
     Works on decoded text rather than token ids, because a byte-level BPE tokenizer can spell a stop sequence
-    such as "\\ndef" with many different token splits. A finished sequence stays finished.
+    such as "\\ndef" with many different token splits. Every token spells at least one character, so a stop
+    that appeared since the last check lies within the new tokens and the `len(stop)` tokens before them:
+    only that window is decoded, never prompt + everything (which was quadratic in length). A finished row
+    stays finished.
     """
 
-    def __init__(self, tokenizer, prompt_ids: list[list[int]], prompt_width: int, stops: Sequence[str]):
+    def __init__(self, tokenizer, n_rows: int, stops: Sequence[str]):
         self.tokenizer = tokenizer
-        self.prompt_ids = prompt_ids
-        self.prompt_width = prompt_width
-        self.heads = [decode(tokenizer, ids) for ids in prompt_ids]
         self.stops = [stop for stop in stops if stop]
-        self.done = [False] * len(prompt_ids)
+        self.back = max((len(stop) for stop in self.stops), default=0)
+        self.seen = [0] * n_rows
+        self.done = [False] * n_rows
+
+    def __call__(self, rows: Sequence[int], new_tokens: Sequence[list[int]]) -> list[bool]:
+        for row, tokens in zip(rows, new_tokens, strict=True):
+            if not self.done[row] and self.stops and len(tokens) > self.seen[row]:
+                window = decode(self.tokenizer, tokens[max(0, self.seen[row] - self.back):])
+                self.done[row] = any(stop in window for stop in self.stops)
+                self.seen[row] = len(tokens)
+        return [self.done[row] for row in rows]
+
+
+class _StopSequenceCriteria(StoppingCriteria):
+    """`StopWatch` for HF `generate`: one host transfer of the new tokens per step for the whole batch."""
+
+    def __init__(self, watch: StopWatch, prompt_width: int):
+        self.watch, self.prompt_width = watch, prompt_width
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        for row, prompt in enumerate(self.prompt_ids):
-            if not self.done[row] and self.stops:
-                generated = input_ids[row, self.prompt_width :].tolist()
-                text = completion_text(self.tokenizer, prompt, generated, self.heads[row])
-                self.done[row] = any(stop in text for stop in self.stops)
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+        new = input_ids[:, self.prompt_width:].tolist()
+        done = self.watch(range(len(new)), new)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 @contextmanager
@@ -190,22 +216,51 @@ def _left_padded(prompt_ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Te
     return input_ids, attention_mask
 
 
-def _generate_batch(
-    model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str], config: GenerationConfig,
-    n: int
-) -> list[Generation]:
-    """`n` completions for each prompt of one batch, in the batch's order."""
+def sample_seed(seed: int, prompt: Sequence[int], sample: int) -> int:
+    """The sampling seed of one (prompt, sample): from the prompt's tokens, not its place in a batch."""
+    blob = f"{seed}:{sample}:{','.join(map(str, prompt))}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
+def _hf_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str],
+              config: GenerationConfig, n: int, seed: int) -> torch.Tensor:
+    """HF `generate` with the dynamic cache (`decoder: hf`); sampling seeded once per batch."""
     device = next(model.parameters()).device
     input_ids, attention_mask = _left_padded(prompt_ids, tokenizer.pad_token_id)
-    width = input_ids.shape[1]
-    expanded = [ids for ids in prompt_ids for _ in range(n)]  # generate repeats each row n times in place
-    criteria = _StopSequenceCriteria(tokenizer, expanded, width, stop_sequences)
-    output = model.generate(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        stopping_criteria=StoppingCriteriaList([criteria]),
-        **_decoding_kwargs(tokenizer, config, n),
-    )
+    watch = StopWatch(tokenizer, len(prompt_ids) * n, stop_sequences)
+    with _seeded(seed, device):
+        return model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                              stopping_criteria=StoppingCriteriaList([_StopSequenceCriteria(watch,
+                                                                                            input_ids.shape[1])]),
+                              **_decoding_kwargs(tokenizer, config, n))
+
+
+def _fast_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str],
+                config: GenerationConfig, n: int, seed: int) -> torch.Tensor:
+    """The static-cache decoder: each prompt repeated `n` times in place, as `generate` does."""
+    device = next(model.parameters()).device
+    expanded = [ids for ids in prompt_ids for _ in range(n)]
+    input_ids, attention_mask = _left_padded(expanded, tokenizer.pad_token_id)
+    sampling = None
+    if config.do_sample:
+        seeds = [sample_seed(seed, ids, j) for ids in prompt_ids for j in range(n)]
+        sampling = Sampling(temperature=config.temperature, top_p=config.top_p, seeds=seeds)
+    watch = StopWatch(tokenizer, len(expanded), stop_sequences)
+    return generate_static(model, input_ids.to(device), attention_mask.to(device), config.max_new_tokens,
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                           stop_check=watch if watch.stops else None, check_every=config.check_every,
+                           sampling=sampling)
+
+
+def _generate_batch(
+    model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str], config: GenerationConfig,
+    n: int, seed: int = 0
+) -> list[Generation]:
+    """`n` completions for each prompt of one batch, in the batch's order."""
+    width = max(len(ids) for ids in prompt_ids)
+    expanded = [ids for ids in prompt_ids for _ in range(n)]
+    run = _fast_batch if config.decoder == "fast" else _hf_batch
+    output = run(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
     texts, truncated = [], []
     for prompt, row in zip(expanded, output, strict=True):
         new = row[width:].tolist()
@@ -215,6 +270,21 @@ def _generate_batch(
         texts.append(text)
         truncated.append(not ended and len(new) >= config.max_new_tokens)
     return [Generation(texts[i * n:(i + 1) * n], truncated[i * n:(i + 1) * n]) for i in range(len(prompt_ids))]
+
+
+def _run_with_fallback(model, tokenizer, prompt_ids, stop_sequences, config: GenerationConfig, n: int,
+                       seed: int) -> list[Generation]:
+    """The fast decoder, or HF `generate` for a model it cannot run (said once; the config remembers it)."""
+    if config.decoder == "fast":
+        try:
+            return _generate_batch(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError) as exc:
+            log.warning("fast decoder cannot run %s (%s: %s); using HF generate", type(model).__name__,
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            config.decoder = "hf"
+    return _generate_batch(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
 
 
 def generate_completions(
@@ -248,10 +318,11 @@ def generate_completions(
     was_training = model.training
     model.eval()
     try:
-        with _seeded(seed, next(model.parameters()).device), torch.inference_mode(), _left_padding(tokenizer):
+        with torch.inference_mode(), _left_padding(tokenizer):
             for batch in batches:
                 indices = [fits[j] for j in batch]
-                done = _generate_batch(model, tokenizer, [encoded[i] for i in indices], stop_sequences, config, n)
+                done = _run_with_fallback(model, tokenizer, [encoded[i] for i in indices], stop_sequences, config,
+                                          n, seed)
                 for index, generation in zip(indices, done, strict=True):
                     results[index] = generation
     finally:
