@@ -264,7 +264,7 @@ def cpu_suite(args: argparse.Namespace) -> dict[str, Any]:
     from itt_sweep.train.batches import encode_pairs
     from itt_sweep.train.stage_data import stage_pairs
 
-    data_dir = find_data_dir()
+    data_dir = common.find_data_dir()
     work = Path(tempfile.mkdtemp(prefix="bench-train-cpu-"))
     texts = [p.prompt + (p.canonical_solution or "") for p in load_problems("python", "train", data_dir=data_dir)]
     model_dir = build_scratch("tiny", texts, work / "model")
@@ -323,13 +323,6 @@ def ours_in_ray(job: StageJob, work: Path) -> tuple[list[float], dict[str, float
         ray.shutdown()
     times = [h["step_time"] for h in json.loads((export / "stage_metrics.json").read_text())["history"]]
     return times, {"ray_init_s": ray_init, "fit_wall_s": wall, "outside_steps_s": wall - sum(times)}
-
-
-def find_data_dir() -> Path:
-    for candidate in (os.environ.get("ITT_DATA_DIR"), common.REPO / "data", common.REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "mbxp" / "metadata.json").is_file():
-            return Path(candidate)
-    raise SystemExit("no data directory (set ITT_DATA_DIR or run `make data`)")
 
 
 # ---------------------------------------------------------------------------------------------------------- main

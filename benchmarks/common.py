@@ -108,6 +108,13 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def find_data_dir() -> Path:
+    for candidate in (os.environ.get("ITT_DATA_DIR"), REPO / "data", REPO.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "mbxp" / "metadata.json").is_file():
+            return Path(candidate)
+    raise SystemExit("no data directory (set ITT_DATA_DIR or run `make data`)")
+
+
 def result_path(name: str, out: str | None = None) -> Path:
     """`out` if given; else `$OUT/name` on the device machine; else `benchmarks/results/name`."""
     if out:

@@ -125,3 +125,23 @@ def test_fp32_identity_check_compares_our_decoder_with_hf_generate(monkeypatch):
     prompts = bench.synthetic_prompts(4, cfg["vocab_size"], 5, 12)
     result = bench.identity_check(cfg, prompts, torch.device("cpu"), cfg["eos_token_id"], 0, max_new=8)
     assert result["batch"] == 4 and result["ours_vs_hf_dynamic"]["identical"], result
+
+
+@pytest.mark.slow
+def test_stage3_benchmark_runs_both_paths_and_checks_identity(tmp_path, data_dir):
+    """The stage-3 benchmark's code path with a scratch model, 2 languages x 3 problems (seconds)."""
+    from itt_sweep.data.mbxp import load_problems
+    from itt_sweep.modeling import build_scratch
+
+    texts = [p.prompt + (p.canonical_solution or "") for p in load_problems("python", "train", data_dir=data_dir)]
+    model = build_scratch("tiny", texts, tmp_path / "tiny")
+    out = tmp_path / "stage3.json"
+    run_script([sys.executable, "benchmarks/bench_stage3.py", "--model", str(model), "--languages",
+                "python,javascript", "--problems", "3", "--max-new-tokens", "16", "--out", str(out)],
+               timeout=900, ITT_DATA_DIR=str(data_dir))
+    report = json.loads(out.read_text())
+    [run] = report["runs"]
+    assert run["identity"]["other_differences"] == 0
+    assert run["identity"]["identical"] + run["identity"]["near_ties"] == 6
+    for path in ("previous", "product"):
+        assert run[path]["wall_s"] > 0 and 0 < run[path]["model_busy_fraction"] <= 1

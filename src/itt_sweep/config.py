@@ -153,6 +153,7 @@ class EvaluationSpec(_Strict):
     batch_size: PositiveInt = 16
     token_budget: Annotated[int, Field(ge=64, le=1 << 30)] = 32768
     prompt_format: PromptFormat = "completion"
+    decoder: Literal["fast", "hf"] = "fast"  # fast: static cache (+ CUDA graph); hf: transformers' generate
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     allow_unsandboxed: bool = False
     workers: PositiveInt | None = None

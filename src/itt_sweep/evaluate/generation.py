@@ -68,6 +68,7 @@ class Generation:
     texts: list[str]
     truncated: list[bool] = field(default_factory=list)
     skipped: str | None = None
+    tokens: list[list[int]] = field(default_factory=list)  # the new token ids as decoded (pads included)
 
 
 def plan_batches(lengths: Sequence[int], rows_per_prompt: int, max_new_tokens: int, token_budget: int,
@@ -261,7 +262,7 @@ def _generate_batch(
     expanded = [ids for ids in prompt_ids for _ in range(n)]
     run = _fast_batch if config.decoder == "fast" else _hf_batch
     output = run(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
-    texts, truncated = [], []
+    texts, truncated, tokens = [], [], []
     for prompt, row in zip(expanded, output, strict=True):
         new = row[width:].tolist()
         raw = completion_text(tokenizer, prompt, new)
@@ -269,7 +270,9 @@ def _generate_batch(
         ended = text != raw or tokenizer.eos_token_id in new
         texts.append(text)
         truncated.append(not ended and len(new) >= config.max_new_tokens)
-    return [Generation(texts[i * n:(i + 1) * n], truncated[i * n:(i + 1) * n]) for i in range(len(prompt_ids))]
+        tokens.append(new)
+    return [Generation(texts[i * n:(i + 1) * n], truncated[i * n:(i + 1) * n], None, tokens[i * n:(i + 1) * n])
+            for i in range(len(prompt_ids))]
 
 
 def _run_with_fallback(model, tokenizer, prompt_ids, stop_sequences, config: GenerationConfig, n: int,
@@ -328,6 +331,6 @@ def generate_completions(
     finally:
         model.train(was_training)
     if n != config.num_samples:
-        results = [Generation(g.texts * config.num_samples, g.truncated * config.num_samples, g.skipped)
-                   if g.skipped is None else g for g in results]
+        results = [Generation(g.texts * config.num_samples, g.truncated * config.num_samples, g.skipped,
+                              g.tokens * config.num_samples) if g.skipped is None else g for g in results]
     return results

@@ -4,12 +4,24 @@ Generation, execution and scoring stay separate steps (human-eval style): comple
 model, judged by the sandboxed executor, and only then turned into metrics. Every completion and verdict is
 kept for the trial's artifacts. A prompt that does not fit in the model's context is not generated; it is
 scored as a failure with the reason `prompt_too_long` and counted in the metrics.
+
+The model never waits on the sandbox: reference checks start in the background with stage 3, and while
+language L's programs execute (a background thread driving the local pool or Ray `sandbox` tasks), language
+L+1 generates; `ref_nll` runs after the last generation, while the last executions finish. With an `out_dir`
+(the trial's `stage3/`), each language's generations are saved as soon as they exist and its metrics and
+records when it is scored, atomically, so a restarted trial regenerates nothing that was saved and rescores
+nothing that was finished.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +54,7 @@ def generate_for(model, tokenizer, problems: Sequence[Problem], language: str,
     recipe = RECIPES[language]
     chat_format = spec.prompt_format == "chat"
     gen = GenerationConfig(max_new_tokens=spec.new_tokens(language), batch_size=spec.batch_size,
-                           keep_stop=recipe.keep_stop, token_budget=spec.token_budget)
+                           keep_stop=recipe.keep_stop, token_budget=spec.token_budget, decoder=spec.decoder)
     # a reply ends with EOS, and a stop sequence such as "\ndef" would cut it at its own first line
     stops = [] if chat_format else recipe.stop_sequences
     generations = generate_completions(model, tokenizer, prompts_for(problems, language, spec.prompt_format,
@@ -55,34 +67,118 @@ def generate_for(model, tokenizer, problems: Sequence[Problem], language: str,
                          for p, g in zip(problems, generations, strict=True)]
 
 
-def evaluate_language(model, tokenizer, language: str, spec: EvaluationSpec, eval_problems: int | None,
-                      data_dir: Path, reference_dir: Path) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics of one eval language and one record per problem (prompt, completion, verdict)."""
-    problems = load_problems(language, split="test", data_dir=data_dir, limit=eval_problems)
+@dataclass
+class Stage3Stats:
+    """Where stage 3's wall time went: the model's work (generation, ref_nll) against the whole."""
+
+    wall_s: float = 0.0
+    generate_s: float = 0.0
+    ref_nll_s: float = 0.0
+    new_tokens: int = 0
+    reused_languages: list[str] = field(default_factory=list)
+
+    @property
+    def model_busy_fraction(self) -> float:
+        return (self.generate_s + self.ref_nll_s) / self.wall_s if self.wall_s else math.nan
+
+
+@dataclass
+class Generated:
+    """One language after generation: what the executor and the scorer need."""
+
+    language: str
+    problems: list[Problem]
+    generations: list[Generation]
+    completions: list[str]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Atomically: a reader (or a restart) sees the old file or the whole new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path | None) -> Any:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:  # cannot happen with atomic writes, but a hand-edited file must not crash a trial
+        return None
+
+
+def generate_language(model, tokenizer, language: str, problems: list[Problem], spec: EvaluationSpec,
+                      out_dir: Path | None, stats: Stage3Stats) -> Generated:
+    """The generations of one language: from `out_dir` if a previous run saved them, else from the model."""
+    saved = _read_json(out_dir / f"{language}.generations.json" if out_dir else None)
+    if saved is not None and [row["task_id"] for row in saved] == [p.task_id for p in problems]:
+        return Generated(language, problems, [Generation(r["texts"], r["truncated"], r["skipped"], r.get("tokens", []))
+                                              for r in saved], [r["completion"] for r in saved])
+    start = time.perf_counter()
     generations, completions = generate_for(model, tokenizer, problems, language, spec)
+    stats.generate_s += time.perf_counter() - start
+    stats.new_tokens += sum(len(tokenizer(t, add_special_tokens=False)["input_ids"])
+                            for g in generations for t in g.texts)
+    if out_dir is not None:
+        _write_json(out_dir / f"{language}.generations.json",
+                    [{"task_id": p.task_id, "texts": g.texts, "truncated": g.truncated, "skipped": g.skipped,
+                      "tokens": g.tokens, "completion": c}
+                     for p, g, c in zip(problems, generations, completions, strict=True)])
+        with (out_dir / "generation_ledger.jsonl").open("a") as ledger:  # what was generated, when: resume tests
+            ledger.write(json.dumps({"language": language, "pid": os.getpid(), "time": time.time()}) + "\n")
+    return Generated(language, problems, generations, completions)
+
+
+def execute_language(done: Generated, spec: EvaluationSpec) -> list[Verdict | None]:
+    """Verdicts in problem order; None for a prompt that was never generated (`prompt_too_long`)."""
     limits = Limits(timeout_s=spec.timeout_s)
-    runnable = [i for i, g in enumerate(generations) if g.skipped is None]
-    programs = [assemble(problems[i].prompt, completions[i], problems[i].test, language, problems[i].entry_point,
-                         problems[i].task_id).model_copy(update={"limits": limits}) for i in runnable]
+    runnable = [i for i, g in enumerate(done.generations) if g.skipped is None]
+    problems = done.problems
+    programs = [assemble(problems[i].prompt, done.completions[i], problems[i].test, done.language,
+                         problems[i].entry_point, problems[i].task_id).model_copy(update={"limits": limits})
+                for i in runnable]
     verdicts: list[Verdict | None] = [None] * len(problems)
     for i, verdict in zip(runnable, execute(programs, workers=spec.workers,
                                             allow_unsandboxed=spec.allow_unsandboxed), strict=True):
         verdicts[i] = verdict
-    refs = verified_references(language, problems, data_dir, reference_dir, limits, spec.allow_unsandboxed)
+    return verdicts
+
+
+def score_language(model, tokenizer, done: Generated, verdicts: Sequence[Verdict | None],
+                   refs: dict[str, list[str]], stats: Stage3Stats) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics of one eval language and one record per problem (completion, verdict)."""
+    problems, generations = done.problems, done.generations
     pairs = [(p.prompt, r) for p in problems for r in refs.get(p.task_id, [])]
+    start = time.perf_counter()
+    nll = reference_nll(model, tokenizer, pairs) if pairs else math.nan
+    stats.ref_nll_s += time.perf_counter() - start
     passed = [v is not None and v.status == "passed" for v in verdicts]
     n = len(problems)
+    runnable = [g for g in generations if g.skipped is None]
     metrics = {
         "pass_at_1": sum(pass_at_k(1, int(ok), 1) for ok in passed) / n,
         "compile_rate": sum(v is not None and v.compiled for v in verdicts) / n,
-        "ref_nll": reference_nll(model, tokenizer, pairs) if pairs else math.nan,
-        "truncated_rate": sum(g.truncated[0] for g in generations if g.skipped is None) / n,
+        "ref_nll": nll,
+        "truncated_rate": sum(g.truncated[0] for g in runnable) / n,
         "n_prompt_too_long": float(n - len(runnable)),
         "n_problems": float(n),
         "n_references": float(len(pairs)),
     }
-    records = [record(p, g, c, v) for p, g, c, v in zip(problems, generations, completions, verdicts, strict=True)]
+    records = [record(p, g, c, v) for p, g, c, v in zip(problems, generations, done.completions, verdicts,
+                                                         strict=True)]
     return metrics, records
+
+
+def evaluate_language(model, tokenizer, language: str, spec: EvaluationSpec, eval_problems: int | None,
+                      data_dir: Path, reference_dir: Path) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """One language, start to end, without overlap or saving (tests and single-language callers)."""
+    stats = Stage3Stats()
+    problems = load_problems(language, split="test", data_dir=data_dir, limit=eval_problems)
+    done = generate_language(model, tokenizer, language, problems, spec, None, stats)
+    limits = Limits(timeout_s=spec.timeout_s)
+    refs = verified_references(language, done.problems, data_dir, reference_dir, limits, spec.allow_unsandboxed)
+    return score_language(model, tokenizer, done, execute_language(done, spec), refs, stats)
 
 
 def record(problem: Problem, generation: Generation, completion: str, verdict: Verdict | None) -> dict[str, Any]:
@@ -96,21 +192,62 @@ def record(problem: Problem, generation: Generation, completion: str, verdict: V
             "stderr": verdict.stderr[-2000:]}
 
 
-def evaluate_model(model: ModelRef | Path | str, languages: Sequence[str], spec: EvaluationSpec,
-                   eval_problems: int | None, data_dir: Path, reference_dir: Path
-                   ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, Any]]]]:
-    """Load the model once (through the one loader) and evaluate it on every language.
-
-    On a GPU the model runs in bf16; on CPU in fp32 with `spec.cpus` threads, the CPUs stage 3 holds."""
+def load_for_eval(model: ModelRef | Path | str, spec: EvaluationSpec):
+    """The model through the one loader: bf16 on a GPU; fp32 on CPU with `spec.cpus` threads (the CPUs
+    stage 3 holds)."""
     ref = model if isinstance(model, ModelRef) else ModelRef(name=str(model))
     if torch.cuda.is_available():
         loaded, tokenizer = load(ref, dtype=torch.bfloat16, device="cuda")
     else:
         torch.set_num_threads(spec.cpus)
         loaded, tokenizer = load(ref)
-    loaded.eval()
-    metrics, records = {}, {}
-    for language in languages:
-        metrics[language], records[language] = evaluate_language(loaded, tokenizer, language, spec, eval_problems,
-                                                                 data_dir, reference_dir)
-    return metrics, records
+    return loaded.eval(), tokenizer
+
+
+def evaluate_model(model: ModelRef | Path | str, languages: Sequence[str], spec: EvaluationSpec,
+                   eval_problems: int | None, data_dir: Path, reference_dir: Path, out_dir: Path | None = None,
+                   stats: Stage3Stats | None = None
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, Any]]]]:
+    """Every language, overlapped: generation in this thread, execution and reference checks in the
+    background; finished languages in `out_dir` are reused as they are."""
+    stats = stats if stats is not None else Stage3Stats()
+    start = time.perf_counter()
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    finished = {lang: saved for lang in languages
+                if (saved := _read_json(out_dir / f"{lang}.json" if out_dir else None)) is not None}
+    stats.reused_languages = list(finished)
+    todo = [lang for lang in languages if lang not in finished]
+    if todo:
+        loaded, tokenizer = load_for_eval(model, spec)
+        finished.update(_overlapped(loaded, tokenizer, todo, spec, eval_problems, data_dir, reference_dir,
+                                    out_dir, stats))
+    stats.wall_s = time.perf_counter() - start
+    return ({lang: finished[lang]["metrics"] for lang in languages},
+            {lang: finished[lang]["records"] for lang in languages})
+
+
+def _overlapped(model, tokenizer, languages: Sequence[str], spec: EvaluationSpec, eval_problems: int | None,
+                data_dir: Path, reference_dir: Path, out_dir: Path | None, stats: Stage3Stats
+                ) -> dict[str, dict[str, Any]]:
+    limits = Limits(timeout_s=spec.timeout_s)
+    results: dict[str, dict[str, Any]] = {}
+    problems = {lang: load_problems(lang, split="test", data_dir=data_dir, limit=eval_problems) for lang in languages}
+    # one thread checks references (cached after the first trial), one drives the executor: neither waits
+    # behind the other, and this thread keeps the model busy
+    with ThreadPoolExecutor(1, thread_name_prefix="stage3-refs") as ref_pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="stage3-exec") as exec_pool:
+        refs: dict[str, Future] = {
+            lang: ref_pool.submit(verified_references, lang, problems[lang], data_dir, reference_dir, limits,
+                                  spec.allow_unsandboxed) for lang in languages}
+        runs: list[tuple[Generated, Future]] = []
+        for language in languages:
+            done = generate_language(model, tokenizer, language, problems[language], spec, out_dir, stats)
+            runs.append((done, exec_pool.submit(execute_language, done, spec)))
+        for done, verdicts in runs:
+            metrics, records = score_language(model, tokenizer, done, verdicts.result(),
+                                              refs[done.language].result(), stats)
+            results[done.language] = {"metrics": metrics, "records": records}
+            if out_dir is not None:
+                _write_json(out_dir / f"{done.language}.json", results[done.language])
+    return results

@@ -90,7 +90,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     try:
         model_dir, val_loss = train_stages(sweep, ctx, cell, run)
         tune.report({"stage": "eval", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss})
-        metrics, records = run_stage3(sweep, model_dir, ctx)
+        metrics, records = run_stage3(sweep, model_dir, ctx, trial_dir)
     except BaseException:
         run.finish("FAILED")
         run.deliver(timeout_s=10)
@@ -123,14 +123,15 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tu
     return Path(model.name), val_loss
 
 
-def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any]):
+def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any], trial_dir: Path):
     """Generation on a GPU when the sweep trains on GPUs: a Ray task that takes the GPU training just freed
     (the trial itself holds only its CPUs); on CPU sweeps, in the trial process, which holds
-    `evaluation.cpus` CPUs (driver.trainable) and generates with as many threads."""
+    `evaluation.cpus` CPUs (driver.trainable) and generates with as many threads. Per-language results go to
+    `<trial>/stage3/` as they finish, so a restarted trial continues stage 3 where it stopped."""
     from itt_sweep.evaluate.stage3 import evaluate_model
 
     args = (ModelRef(name=str(model_dir)), sweep.eval_languages, sweep.evaluation, sweep.data.eval_problems,
-            Path(ctx["data_dir"]), Path(ctx["storage_root"]) / "references")
+            Path(ctx["data_dir"]), Path(ctx["storage_root"]) / "references", trial_dir / "stage3")
     if not sweep.training.use_gpu:
         return evaluate_model(*args)
     import ray
