@@ -119,7 +119,7 @@ def test_finished_rows_leave_the_batch_and_change_no_token(model):
                                              with_kwargs=True)
     try:
         compacted = greedy_generate(model, ids, mask, 24, eos_token_id=EOS, pad_token_id=PAD, check_every=2,
-                                    stop_check=four_stop_early)
+                                    stop_check=four_stop_early, compact=True)
     finally:
         handle.remove()
     whole = greedy_generate(model, ids, mask, 24, eos_token_id=EOS, pad_token_id=PAD, check_every=2,

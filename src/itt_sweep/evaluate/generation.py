@@ -114,17 +114,32 @@ def decode(tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
-def truncate_at_stop(text: str, stop_sequences: Sequence[str], keep_stop: bool = False) -> str:
-    """Cut `text` at the earliest stop sequence; `keep_stop` keeps it (brace languages: the "\n}" that
-    closes the function belongs to the completion)."""
+def find_stop(text: str, stop_sequences: Sequence[str]) -> tuple[int, int] | None:
+    """(index, length) of the earliest stop sequence in `text`, or None."""
     cut = None
     for stop in stop_sequences:
         index = text.find(stop) if stop else -1
         if index != -1 and (cut is None or index < cut[0]):
             cut = (index, len(stop))
+    return cut
+
+
+def truncate_at_stop(text: str, stop_sequences: Sequence[str], keep_stop: bool = False) -> str:
+    """Cut `text` at the earliest stop sequence; `keep_stop` keeps it (brace languages: the "\n}" that
+    closes the function belongs to the completion)."""
+    cut = find_stop(text, stop_sequences)
     if cut is None:
         return text
     return text[: cut[0] + (cut[1] if keep_stop else 0)]
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS and those of the model's generation config (an
+    instruct model may end its turn with another token, e.g. Llama 3's <|eot_id|>)."""
+    ids = [tokenizer.eos_token_id]
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured]
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int)))
 
 
 class StopWatch:
@@ -191,7 +206,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _decoding_kwargs(tokenizer, config: GenerationConfig, num_return_sequences: int) -> dict:
+def _decoding_kwargs(model, tokenizer, config: GenerationConfig, num_return_sequences: int) -> dict:
     """Every decoding knob set explicitly, so no checkpoint default can change the rule."""
     kwargs = dict(
         max_new_tokens=config.max_new_tokens,
@@ -200,7 +215,7 @@ def _decoding_kwargs(tokenizer, config: GenerationConfig, num_return_sequences: 
         num_return_sequences=num_return_sequences,
         repetition_penalty=1.0,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=eos_ids(model, tokenizer),
     )
     if config.do_sample:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
@@ -233,7 +248,7 @@ def _hf_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences:
         return model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                               stopping_criteria=StoppingCriteriaList([_StopSequenceCriteria(watch,
                                                                                             input_ids.shape[1])]),
-                              **_decoding_kwargs(tokenizer, config, n))
+                              **_decoding_kwargs(model, tokenizer, config, n))
 
 
 def _fast_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str],
@@ -248,7 +263,7 @@ def _fast_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequence
         sampling = Sampling(temperature=config.temperature, top_p=config.top_p, seeds=seeds)
     watch = StopWatch(tokenizer, len(expanded), stop_sequences)
     return generate_static(model, input_ids.to(device), attention_mask.to(device), config.max_new_tokens,
-                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=eos_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id,
                            stop_check=watch if watch.stops else None, check_every=config.check_every,
                            sampling=sampling)
 
@@ -263,13 +278,14 @@ def _generate_batch(
     run = _fast_batch if config.decoder == "fast" else _hf_batch
     output = run(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
     texts, truncated, tokens = [], [], []
+    eos = set(eos_ids(model, tokenizer))
     for prompt, row in zip(expanded, output, strict=True):
         new = row[width:].tolist()
         raw = completion_text(tokenizer, prompt, new)
-        text = truncate_at_stop(raw, stop_sequences, config.keep_stop)
-        ended = text != raw or tokenizer.eos_token_id in new
-        texts.append(text)
-        truncated.append(not ended and len(new) >= config.max_new_tokens)
+        texts.append(truncate_at_stop(raw, stop_sequences, config.keep_stop))
+        stopped = find_stop(raw, stop_sequences) is not None or any(t in eos for t in new)
+        # a row that neither stopped nor ended wrote max_new_tokens tokens: generation cut it off
+        truncated.append(not stopped and len(new) >= config.max_new_tokens)
         tokens.append(new)
     return [Generation(texts[i * n:(i + 1) * n], truncated[i * n:(i + 1) * n], None, tokens[i * n:(i + 1) * n])
             for i in range(len(prompt_ids))]

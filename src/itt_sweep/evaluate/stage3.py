@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from itt_sweep.config import EvaluationSpec
+from itt_sweep.config import EvaluationSpec, stable_hash
 from itt_sweep.data import chat
 from itt_sweep.data.mbxp import Problem, load_problems
 from itt_sweep.data.prompts import format_problem
@@ -62,7 +62,7 @@ def generate_for(model, tokenizer, problems: Sequence[Problem], language: str,
     if not chat_format:
         return generations, [g.texts[0] for g in generations]
     # the reply's code, cut where the function ends as a completion would be (example calls after it go)
-    return generations, [truncate_at_stop(chat.completion_from_reply(p.prompt, g.texts[0], p.entry_point),
+    return generations, [truncate_at_stop(chat.completion_from_reply(p.prompt, g.texts[0], p.entry_point, language),
                                           recipe.stop_sequences, recipe.keep_stop)
                          for p, g in zip(problems, generations, strict=True)]
 
@@ -72,6 +72,7 @@ class Stage3Stats:
     """Where stage 3's wall time went: the model's work (generation, ref_nll) against the whole."""
 
     wall_s: float = 0.0
+    load_s: float = 0.0
     generate_s: float = 0.0
     ref_nll_s: float = 0.0
     new_tokens: int = 0
@@ -79,7 +80,9 @@ class Stage3Stats:
 
     @property
     def model_busy_fraction(self) -> float:
-        return (self.generate_s + self.ref_nll_s) / self.wall_s if self.wall_s else math.nan
+        """Of the wall time after the model was loaded."""
+        work = self.wall_s - self.load_s
+        return (self.generate_s + self.ref_nll_s) / work if work > 0 else math.nan
 
 
 @dataclass
@@ -130,7 +133,7 @@ def generate_language(model, tokenizer, language: str, problems: list[Problem], 
     return Generated(language, problems, generations, completions)
 
 
-def execute_language(done: Generated, spec: EvaluationSpec) -> list[Verdict | None]:
+def execute_language(done: Generated, spec: EvaluationSpec, workers: int | None = None) -> list[Verdict | None]:
     """Verdicts in problem order; None for a prompt that was never generated (`prompt_too_long`)."""
     limits = Limits(timeout_s=spec.timeout_s)
     runnable = [i for i, g in enumerate(done.generations) if g.skipped is None]
@@ -139,7 +142,7 @@ def execute_language(done: Generated, spec: EvaluationSpec) -> list[Verdict | No
                          problems[i].entry_point, problems[i].task_id).model_copy(update={"limits": limits})
                 for i in runnable]
     verdicts: list[Verdict | None] = [None] * len(problems)
-    for i, verdict in zip(runnable, execute(programs, workers=spec.workers,
+    for i, verdict in zip(runnable, execute(programs, workers=workers or spec.workers,
                                             allow_unsandboxed=spec.allow_unsandboxed), strict=True):
         verdicts[i] = verdict
     return verdicts
@@ -195,13 +198,36 @@ def record(problem: Problem, generation: Generation, completion: str, verdict: V
 def load_for_eval(model: ModelRef | Path | str, spec: EvaluationSpec):
     """The model through the one loader: bf16 on a GPU; fp32 on CPU with `spec.cpus` threads (the CPUs
     stage 3 holds)."""
-    ref = model if isinstance(model, ModelRef) else ModelRef(name=str(model))
+    ref = as_ref(model)
     if torch.cuda.is_available():
         loaded, tokenizer = load(ref, dtype=torch.bfloat16, device="cuda")
     else:
         torch.set_num_threads(spec.cpus)
         loaded, tokenizer = load(ref)
     return loaded.eval(), tokenizer
+
+
+def as_ref(model: ModelRef | Path | str) -> ModelRef:
+    return model if isinstance(model, ModelRef) else ModelRef(name=str(model))
+
+
+def fingerprint(model: ModelRef | Path | str, languages: Sequence[str], spec: EvaluationSpec,
+                eval_problems: int | None) -> str:
+    """What the saved files of a stage 3 depend on: a trial dir outlives a change of the sweep file."""
+    return stable_hash({"model": as_ref(model).model_dump(), "languages": list(languages),
+                        "spec": spec.model_dump(mode="json", exclude={"workers", "cpus"}), "n": eval_problems})
+
+
+def prepare_out_dir(out_dir: Path, key: str) -> None:
+    """`out_dir` holding only files of this fingerprint: those of another model or spec are removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = out_dir / "FINGERPRINT"
+    if stamp.is_file() and stamp.read_text().strip() == key:
+        return
+    for path in out_dir.iterdir():
+        if path.is_file():
+            path.unlink()
+    stamp.write_text(key + "\n")
 
 
 def evaluate_model(model: ModelRef | Path | str, languages: Sequence[str], spec: EvaluationSpec,
@@ -213,13 +239,14 @@ def evaluate_model(model: ModelRef | Path | str, languages: Sequence[str], spec:
     stats = stats if stats is not None else Stage3Stats()
     start = time.perf_counter()
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_out_dir(out_dir, fingerprint(model, languages, spec, eval_problems))
     finished = {lang: saved for lang in languages
                 if (saved := _read_json(out_dir / f"{lang}.json" if out_dir else None)) is not None}
     stats.reused_languages = list(finished)
     todo = [lang for lang in languages if lang not in finished]
     if todo:
         loaded, tokenizer = load_for_eval(model, spec)
+        stats.load_s = time.perf_counter() - start
         finished.update(_overlapped(loaded, tokenizer, todo, spec, eval_problems, data_dir, reference_dir,
                                     out_dir, stats))
     stats.wall_s = time.perf_counter() - start
@@ -241,9 +268,16 @@ def _overlapped(model, tokenizer, languages: Sequence[str], spec: EvaluationSpec
             lang: ref_pool.submit(verified_references, lang, problems[lang], data_dir, reference_dir, limits,
                                   spec.allow_unsandboxed) for lang in languages}
         runs: list[tuple[Generated, Future]] = []
-        for language in languages:
-            done = generate_language(model, tokenizer, language, problems[language], spec, out_dir, stats)
-            runs.append((done, exec_pool.submit(execute_language, done, spec)))
+        workers = overlap_workers(spec)
+        try:
+            for language in languages:
+                _raise_if_failed([f for _, f in runs] + list(refs.values()))  # a broken sandbox: now, not later
+                done = generate_language(model, tokenizer, language, problems[language], spec, out_dir, stats)
+                runs.append((done, exec_pool.submit(execute_language, done, spec, workers)))
+        except BaseException:
+            ref_pool.shutdown(cancel_futures=True)
+            exec_pool.shutdown(cancel_futures=True)
+            raise
         for done, verdicts in runs:
             metrics, records = score_language(model, tokenizer, done, verdicts.result(),
                                               refs[done.language].result(), stats)
@@ -251,3 +285,17 @@ def _overlapped(model, tokenizer, languages: Sequence[str], spec: EvaluationSpec
             if out_dir is not None:
                 _write_json(out_dir / f"{done.language}.json", results[done.language])
     return results
+
+
+def overlap_workers(spec: EvaluationSpec) -> int | None:
+    """Executor workers while generation runs beside them: on CPU, the cores generation leaves free, so
+    programs do not compete with the model for cores and hit wall-clock limits they would not hit alone."""
+    if spec.workers is not None or torch.cuda.is_available():
+        return spec.workers
+    return max(1, (os.cpu_count() or 1) - spec.cpus)
+
+
+def _raise_if_failed(futures: Sequence[Future]) -> None:
+    for future in futures:
+        if future.done() and future.exception() is not None:
+            raise future.exception()

@@ -254,19 +254,27 @@ def save_and_report(engine, session: Session, metrics: dict[str, Any], client_st
         session.report(metrics, checkpoint_dir=tmp)
 
 
-def fp32_state_dict(engine) -> dict[str, torch.Tensor]:
+def fp32_state_dict(engine, keep: bool) -> dict[str, torch.Tensor]:
     """The fp32 master weights, whole: what the optimizer holds, not the bf16 copy the forward ran on.
 
     Exporting `module.state_dict()` of a bf16 run would round every weight to 8 bits of mantissa, and small
-    fine-tuning updates vanish in that rounding; stage 2 must start from what stage 1 learned. Under ZeRO-3
-    each call gathers one parameter from all ranks, so every rank runs this, in the same order.
+    fine-tuning updates vanish in that rounding; stage 2 must start from what stage 1 learned. Each call
+    gathers one parameter from all ranks (a collective under ZeRO), so every rank runs this, in the same
+    order; only the rank that writes the export (`keep`) holds the result, one host copy per node at most.
     """
+    from deepspeed import zero
     from deepspeed.utils import safe_get_full_fp32_param
 
     state: dict[str, torch.Tensor] = {}
     for name, param in engine.module.named_parameters():
         full = safe_get_full_fp32_param(param)
-        state[name] = (param.data if full is None else full).detach().float().cpu().clone()
+        if full is None and hasattr(param, "ds_id"):  # a frozen ZeRO-3 parameter: no optimizer copy
+            with zero.GatheredParameters([param]):
+                full = param.data.detach().clone()
+        if keep:
+            state[name] = (param.data if full is None else full).detach().float().cpu().clone()
+    if not keep:
+        return state
     for prefix, module in engine.module.named_modules():
         for name, buffer in module.named_buffers(recurse=False):
             if name not in module._non_persistent_buffers_set:  # what save_pretrained would write
@@ -277,7 +285,7 @@ def fp32_state_dict(engine) -> dict[str, torch.Tensor]:
 def export_and_report(engine, tokenizer, session: Session, metrics: dict[str, Any],
                       history: list[dict[str, Any]], resumes: list[int]) -> None:
     """Consolidated fp32 Hugging Face weights (ZeRO shards gathered), so stage 3 and users can from_pretrained."""
-    state = fp32_state_dict(engine)
+    state = fp32_state_dict(engine, keep=session.rank == 0)
     with tempfile.TemporaryDirectory(prefix="itt-export-") as tmp:
         if session.rank == 0:
             engine.module.save_pretrained(tmp, state_dict=state)
