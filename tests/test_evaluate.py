@@ -376,7 +376,7 @@ def test_a_model_the_fast_decoder_cannot_run_falls_back_to_hf_once(model, tokeni
     def cannot(*args, **kwargs):
         raise NotImplementedError("this architecture has no static cache")
 
-    monkeypatch.setattr(generation, "generate_static", cannot)
+    monkeypatch.setattr(generation, "generate_queue", cannot)
     config = GenerationConfig(max_new_tokens=10, batch_size=2)
     with caplog.at_level("WARNING"):
         out = generate_completions(model, tokenizer, PROMPTS, [], config)

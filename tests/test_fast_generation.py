@@ -145,3 +145,27 @@ def test_sampling_depends_on_each_rows_seed_not_on_its_batch(model):
     other = generate_static(model, ids, mask, 12, eos_token_id=EOS, pad_token_id=PAD,
                             sampling=Sampling(temperature=0.8, top_p=0.95, seeds=[21, 22, 23]))
     assert not torch.equal(batch, other)
+
+
+def test_continuous_batching_refills_free_slots_and_changes_no_token(model):
+    """Six prompts through 2 slots: rows that end early hand their slot to a waiting prompt mid-run, and
+    every prompt's tokens equal HF greedy `generate` on that prompt alone."""
+    from itt_sweep.evaluate.fast_generation import generate_queue
+
+    prompts = [left_padded([n], seed=10 + n)[0][0].tolist() for n in (12, 9, 7, 5, 3, 2)]
+    calls: list[int] = []
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        def short_first(rows: list[int], new_tokens: list[list[int]]) -> list[bool]:
+            return [len(tokens) >= (3 if row % 2 else 10) for row, tokens in zip(rows, new_tokens, strict=True)]
+
+        new = generate_queue(model, prompts, 2, 10, eos_token_id=EOS, pad_token_id=PAD, stop_check=short_first,
+                             check_every=2)
+    finally:
+        handle.remove()
+    for row, (prompt, tokens) in enumerate(zip(prompts, new, strict=True)):
+        alone = hf_generate(model, torch.tensor([prompt]), torch.ones(1, len(prompt), dtype=torch.long), 10)
+        expected = alone[0, len(prompt):].tolist()
+        assert tokens == expected[:len(tokens)] and len(tokens) >= (3 if row % 2 else 10)
+    assert calls.count(1) >= 3  # single-prompt prefills: waiting prompts admitted into running batches

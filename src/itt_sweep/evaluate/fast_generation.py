@@ -60,14 +60,16 @@ class _Decoder:
     """The state of one batch on the device, and the one-token step that advances it in place."""
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                 eos_token_ids: Sequence[int], pad_token_id: int, sampling: Sampling | None = None):
+                 eos_token_ids: Sequence[int], pad_token_id: int, sampling: Sampling | None = None,
+                 rows: Sequence[int] | None = None):
         batch, width = input_ids.shape
         device = input_ids.device
         self.model, self.width, self.pad = model, width, pad_token_id
         self.sampling = sampling
         self.generators = None if sampling is None else [
             torch.Generator(device=device).manual_seed(int(seed)) for seed in sampling.seeds]
-        self.rows = list(range(batch))  # original row index of each row still in the batch
+        self.rows = list(rows) if rows is not None else list(range(batch))  # the occupant of each slot
+        self.start = [0] * batch  # the step from which a slot's `out` columns belong to its occupant
         self.cache = new_static_cache(model, width + max_new_tokens - 1)  # the last token is never fed back
         self.cache_kw = cache_argument(model)
         self.eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
@@ -112,6 +114,7 @@ class _Decoder:
             setattr(self, name, getattr(self, name).index_select(0, live))
         kept = live.tolist()
         self.rows = [self.rows[i] for i in kept]
+        self.start = [self.start[i] for i in kept]
         if self.generators is not None:
             self.generators = [self.generators[i] for i in kept]
 
@@ -121,6 +124,42 @@ class _Decoder:
                             **{self.cache_kw: self.cache}).logits
         self.positions = self.positions[:, -1:].clone()  # from here on: the position of the token fed
         self._choose(logits)
+
+    @torch.inference_mode()
+    def admit(self, slot: int, row: int, prompt: Sequence[int], seed: int | None) -> int:
+        """Put a waiting prompt into a free slot, mid-run: its prompt's keys and values go into the columns just
+        left of the one the next step writes, so it continues in step with every other row. Returns its first
+        new token (chosen from its own prefill)."""
+        device = self.tokens.device
+        column = self.width + int(self.step) - 1  # the cache column the next step writes
+        ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
+        from transformers import DynamicCache
+
+        scratch = DynamicCache()
+        positions = torch.arange(len(prompt), device=device)[None, :]
+        logits = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1,
+                            **{self.cache_kw: scratch}).logits
+        for static, fresh in zip(self.cache.layers, scratch.layers, strict=True):
+            static.keys[slot, :, column - len(prompt):column] = fresh.keys[0]
+            static.values[slot, :, column - len(prompt):column] = fresh.values[0]
+        self.mask[slot] = False
+        self.mask[slot, 0, 0, column - len(prompt):column] = True
+        self.positions[slot] = len(prompt) - 1
+        if self.generators is not None:
+            self.generators[slot] = torch.Generator(device=device).manual_seed(int(seed))
+        scores = logits[:, -1, :].float()
+        first = torch.argmax(scores, dim=-1) if self.sampling is None else self._sample_row(scores, slot)
+        self.tokens[slot] = first
+        self.unfinished[slot] = not bool((first[:, None] == self.eos[None, :]).any())
+        self.rows[slot], self.start[slot] = row, int(self.step)
+        return int(first)
+
+    def _sample_row(self, scores: torch.Tensor, slot: int) -> torch.Tensor:
+        generators, self.generators = self.generators, [self.generators[slot]]
+        try:
+            return self._sample(scores)
+        finally:
+            self.generators = generators
 
     def decode_step(self) -> None:
         """Feed the last chosen token; it sits at cache slot `width + step - 1`, which becomes visible."""
@@ -163,8 +202,9 @@ class _Host:
         self.fetched = 0
 
     def fetch(self, state: _Decoder, done: int) -> None:
-        for row, new in zip(state.rows, state.out[:, self.fetched:done].tolist(), strict=True):
-            self.tokens[row].extend(new)
+        columns = state.out[:, self.fetched:done].tolist()
+        for row, start, new in zip(state.rows, state.start, columns, strict=True):
+            self.tokens[row].extend(new[max(0, start - self.fetched):])
         self.fetched = done
 
 
@@ -245,3 +285,93 @@ def _assemble(host: _Host, state: _Decoder, pad: int, device: torch.device) -> t
     for i, r in enumerate(rows):
         out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
     return out.to(device)
+
+
+@torch.inference_mode()
+def generate_queue(model, prompts: Sequence[Sequence[int]], slots: int, max_new_tokens: int, *,
+                   eos_token_id: int | Sequence[int], pad_token_id: int, stop_check: StopCheck | None = None,
+                   check_every: int = 8, sampling: Sampling | None = None, cuda_graph: bool | None = None,
+                   refills: int = 2) -> list[list[int]]:
+    """The new tokens of every prompt, decoded `slots` at a time with continuous batching.
+
+    A slot whose row ended (EOS, `stop_check`, or `max_new_tokens`) takes the next waiting prompt at the next
+    check, so a batch never runs at the speed of its longest completion. The cache holds the longest prompt
+    plus `refills` generations of `max_new_tokens`; when it is full the rows still running finish and a fresh
+    cache takes the rest of the queue. `prompts` are best ordered longest first; `sampling.seeds` has one seed
+    per prompt. A row's tokens do not depend on which rows share the batch (up to float rounding).
+    """
+    eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    host = _Host(len(prompts))
+    queue = list(range(len(prompts)))
+    device = next(model.parameters()).device
+    while queue:
+        first, queue = queue[:slots], queue[slots:]
+        width = max(len(prompts[i]) for i in [*first, *queue])  # every later prompt fits left of the pointer
+        ids = torch.full((len(first), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(first), width), dtype=torch.long)
+        for r, i in enumerate(first):
+            ids[r, width - len(prompts[i]):] = torch.tensor(list(prompts[i]), dtype=torch.long)
+            mask[r, width - len(prompts[i]):] = 1
+        horizon = refills * (max_new_tokens + check_every)
+        seeds = None if sampling is None else [sampling.seeds[i] for i in first]
+        state = _Decoder(model, ids.to(device), mask.to(device), horizon, eos_ids, pad_token_id,
+                         None if sampling is None else Sampling(sampling.temperature, sampling.top_p, seeds),
+                         rows=first)
+        state.prefill()
+        host.fetched = 0  # a fresh cache: its `out` columns start again at 0
+        queue = _run_queue(state, host, prompts, queue, max_new_tokens, horizon, stop_check, check_every,
+                           sampling, cuda_graph)
+    return [_cut(tokens, eos_ids, max_new_tokens) for tokens in host.tokens]
+
+
+def _run_queue(state: _Decoder, host: _Host, prompts, queue: list[int], max_new: int, horizon: int,
+               stop_check: StopCheck | None, check_every: int, sampling: Sampling | None,
+               cuda_graph: bool | None) -> list[int]:
+    """Decode until every row of this cache is done, admitting waiting prompts while the cache has room;
+    returns the prompts still waiting."""
+    use_graph = (state.tokens.device.type == "cuda" if cuda_graph is None else cuda_graph) and sampling is None
+    done, graph = 1, None
+    while done < horizon:
+        if use_graph and graph is None and horizon - done > 2:
+            graph = _capture(state.decode_step, eager_steps=2, strict=cuda_graph is True)
+            use_graph, done = graph is not None, done + 2
+            continue
+        if graph is not None:
+            graph.replay()
+        else:
+            state.decode_step()
+        done += 1
+        if done % check_every:
+            continue
+        host.fetch(state, done)
+        _end_long_rows(state, host, max_new)
+        if stop_check is not None:
+            stopped = stop_check(state.rows, [host.tokens[row] for row in state.rows])
+            state.unfinished &= ~torch.tensor(list(stopped), dtype=torch.bool, device=state.unfinished.device)
+        free = (~state.unfinished).nonzero().flatten().tolist()
+        room = horizon - done >= max_new + check_every
+        while free and queue and room:
+            row = queue.pop(0)
+            slot = free.pop(0)
+            seed = None if sampling is None else sampling.seeds[row]
+            host.tokens[row].append(state.admit(slot, row, prompts[row], seed))
+        if not bool(state.unfinished.any()):
+            break
+        if not queue and _compact(state, host, done):
+            graph = None
+    host.fetch(state, done)
+    return queue
+
+
+def _end_long_rows(state: _Decoder, host: _Host, max_new: int) -> None:
+    long = [len(host.tokens[row]) >= max_new for row in state.rows]
+    if any(long):
+        state.unfinished &= ~torch.tensor(long, dtype=torch.bool, device=state.unfinished.device)
+
+
+def _cut(tokens: list[int], eos: Sequence[int], max_new: int) -> list[int]:
+    """At most `max_new` tokens, ending at the first EOS (a row may run a few steps past its end before the
+    check that sees it)."""
+    tokens = tokens[:max_new]
+    end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+    return tokens[:end]

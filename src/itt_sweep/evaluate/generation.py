@@ -32,7 +32,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from itt_sweep.encoding import encode_prompt
-from itt_sweep.evaluate.fast_generation import Sampling, generate_static
+from itt_sweep.evaluate.fast_generation import Sampling, generate_queue
 from itt_sweep.modeling import max_positions
 
 log = logging.getLogger(__name__)
@@ -253,19 +253,26 @@ def _hf_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences:
 
 def _fast_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str],
                 config: GenerationConfig, n: int, seed: int) -> torch.Tensor:
-    """The static-cache decoder: each prompt repeated `n` times in place, as `generate` does."""
+    """The static-cache decoder with continuous batching over all these prompts (longest first), each repeated
+    `n` times; returned like `generate`'s output (left-padded prompts, then the new tokens, pad-filled)."""
     device = next(model.parameters()).device
     expanded = [ids for ids in prompt_ids for _ in range(n)]
-    input_ids, attention_mask = _left_padded(expanded, tokenizer.pad_token_id)
+    width = max(len(ids) for ids in expanded)
+    slots = max(1, min(config.batch_size, config.token_budget // (width + config.max_new_tokens)))
     sampling = None
     if config.do_sample:
         seeds = [sample_seed(seed, ids, j) for ids in prompt_ids for j in range(n)]
         sampling = Sampling(temperature=config.temperature, top_p=config.top_p, seeds=seeds)
     watch = StopWatch(tokenizer, len(expanded), stop_sequences)
-    return generate_static(model, input_ids.to(device), attention_mask.to(device), config.max_new_tokens,
-                           eos_token_id=eos_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id,
-                           stop_check=watch if watch.stops else None, check_every=config.check_every,
-                           sampling=sampling)
+    new = generate_queue(model, expanded, slots, config.max_new_tokens, eos_token_id=eos_ids(model, tokenizer),
+                         pad_token_id=tokenizer.pad_token_id, stop_check=watch if watch.stops else None,
+                         check_every=config.check_every, sampling=sampling)
+    length = max((len(tokens) for tokens in new), default=0)
+    out = torch.full((len(expanded), width + length), tokenizer.pad_token_id, dtype=torch.long, device=device)
+    for row, (ids, tokens) in enumerate(zip(expanded, new, strict=True)):
+        out[row, width - len(ids):width] = torch.tensor(ids, dtype=torch.long)
+        out[row, width:width + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+    return out
 
 
 def _generate_batch(
@@ -293,7 +300,8 @@ def _generate_batch(
 
 def _run_with_fallback(model, tokenizer, prompt_ids, stop_sequences, config: GenerationConfig, n: int,
                        seed: int) -> list[Generation]:
-    """The fast decoder, or HF `generate` for a model it cannot run (said once; the config remembers it)."""
+    """The fast decoder over all prompts at once (continuous batching), or HF `generate` in token-budget
+    batches, also for a model the fast decoder cannot run (said once; the config remembers it)."""
     if config.decoder == "fast":
         try:
             return _generate_batch(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
@@ -303,7 +311,13 @@ def _run_with_fallback(model, tokenizer, prompt_ids, stop_sequences, config: Gen
             log.warning("fast decoder cannot run %s (%s: %s); using HF generate", type(model).__name__,
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             config.decoder = "hf"
-    return _generate_batch(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
+    done: list[Generation] = [Generation([])] * len(prompt_ids)
+    for batch in plan_batches([len(ids) for ids in prompt_ids], n, config.max_new_tokens, config.token_budget,
+                              config.batch_size):  # HF generate: batches within the token budget
+        out = _generate_batch(model, tokenizer, [prompt_ids[i] for i in batch], stop_sequences, config, n, seed)
+        for index, generation in zip(batch, out, strict=True):
+            done[index] = generation
+    return done
 
 
 def generate_completions(
@@ -332,17 +346,15 @@ def generate_completions(
     results = [Generation([""] * config.num_samples, [False] * config.num_samples, PROMPT_TOO_LONG)
                for _ in prompts]
     fits = [i for i, ids in enumerate(encoded) if limit is None or len(ids) + config.max_new_tokens <= limit]
-    batches = plan_batches([len(encoded[i]) for i in fits], n, config.max_new_tokens, config.token_budget,
-                           config.batch_size)
+    fits.sort(key=lambda i: -len(encoded[i]))  # longest first: the fast decoder's first rows set the cache width
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), _left_padding(tokenizer):
-            for batch in batches:
-                indices = [fits[j] for j in batch]
-                done = _run_with_fallback(model, tokenizer, [encoded[i] for i in indices], stop_sequences, config,
-                                          n, seed)
-                for index, generation in zip(indices, done, strict=True):
+            if fits:
+                done = _run_with_fallback(model, tokenizer, [encoded[i] for i in fits], stop_sequences, config, n,
+                                          seed)
+                for index, generation in zip(fits, done, strict=True):
                     results[index] = generation
     finally:
         model.train(was_training)
