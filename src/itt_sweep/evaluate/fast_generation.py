@@ -196,6 +196,45 @@ def _capture(step: Callable[[], None], eager_steps: int, strict: bool) -> torch.
     return graph
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token rows padded on the left to `width` (default: the longest row):
+    decoder-only models continue from the last position."""
+    width = width or max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        input_ids[r, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+        attention_mask[r, width - len(row):] = 1
+    return input_ids, attention_mask
+
+
+class _Stepper:
+    """Advances a decoder one token at a time: eagerly, or (on CUDA) by replaying a graph recorded after two
+    eager steps. A batch whose shapes change (compaction) needs a new recording: `forget_graph`."""
+
+    def __init__(self, state: _Decoder, cuda_graph: bool | None, sampling: Sampling | None):
+        on_cuda = state.tokens.device.type == "cuda"
+        self.state, self.strict = state, cuda_graph is True
+        self.use_graph = (on_cuda if cuda_graph is None else cuda_graph) and sampling is None
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def advance(self, done: int, limit: int) -> tuple[int, bool]:
+        """(steps done now, whether this call recorded the graph: its two eager steps skip the check)."""
+        if self.use_graph and self.graph is None and limit - done > 2:
+            self.graph = _capture(self.state.decode_step, eager_steps=2, strict=self.strict)
+            self.use_graph = self.graph is not None
+            return done + 2, True
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.state.decode_step()
+        return done + 1, False
+
+    def forget_graph(self) -> None:
+        self.graph = None
+
+
 class _Host:
     """The new tokens of every original row on the host, fetched once per check for the whole batch."""
 
@@ -227,23 +266,15 @@ def generate_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     state = _Decoder(model, input_ids, attention_mask, max_new_tokens, eos_ids, pad_token_id, sampling)
     state.prefill()
-    use_graph = (input_ids.device.type == "cuda" if cuda_graph is None else cuda_graph) and sampling is None
-    host, done, graph = _Host(len(input_ids)), 1, None
+    stepper, host, done = _Stepper(state, cuda_graph, sampling), _Host(len(input_ids)), 1
     while done < max_new_tokens:
-        if use_graph and graph is None and max_new_tokens - done > 2:
-            graph = _capture(state.decode_step, eager_steps=2, strict=cuda_graph is True)
-            use_graph, done = graph is not None, done + 2
+        done, recorded = stepper.advance(done, max_new_tokens)
+        if recorded or done % check_every:
             continue
-        if graph is not None:
-            graph.replay()
-        else:
-            state.decode_step()
-        done += 1
-        if done % check_every == 0:
-            if _all_done(state, host, done, stop_check):
-                break
-            if compact and _compact(state, host, done):
-                graph = None  # the batch shrank: the recorded graph has the old shapes
+        if _all_done(state, host, done, stop_check):
+            break
+        if compact and _compact(state, host, done):
+            stepper.forget_graph()
     host.fetch(state, done)
     return torch.cat([input_ids, _assemble(host, state, pad_token_id, input_ids.device)], dim=1)
 
@@ -309,11 +340,7 @@ def generate_queue(model, prompts: Sequence[Sequence[int]], slots: int, max_new_
     while queue:
         first, queue = queue[:slots], queue[slots:]
         width = max(len(prompts[i]) for i in [*first, *queue])  # every later prompt fits left of the pointer
-        ids = torch.full((len(first), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(first), width), dtype=torch.long)
-        for r, i in enumerate(first):
-            ids[r, width - len(prompts[i]):] = torch.tensor(list(prompts[i]), dtype=torch.long)
-            mask[r, width - len(prompts[i]):] = 1
+        ids, mask = left_pad([prompts[i] for i in first], pad_token_id, width)
         horizon = refills * (max_new_tokens + check_every)
         seeds = None if sampling is None else [sampling.seeds[i] for i in first]
         state = _Decoder(model, ids.to(device), mask.to(device), horizon, eos_ids, pad_token_id,
@@ -331,19 +358,10 @@ def _run_queue(state: _Decoder, host: _Host, prompts, queue: list[int], max_new:
                cuda_graph: bool | None) -> list[int]:
     """Decode until every row of this cache is done, admitting waiting prompts while the cache has room;
     returns the prompts still waiting."""
-    use_graph = (state.tokens.device.type == "cuda" if cuda_graph is None else cuda_graph) and sampling is None
-    done, graph = 1, None
+    stepper, done = _Stepper(state, cuda_graph, sampling), 1
     while done < horizon:
-        if use_graph and graph is None and horizon - done > 2:
-            graph = _capture(state.decode_step, eager_steps=2, strict=cuda_graph is True)
-            use_graph, done = graph is not None, done + 2
-            continue
-        if graph is not None:
-            graph.replay()
-        else:
-            state.decode_step()
-        done += 1
-        if done % check_every:
+        done, recorded = stepper.advance(done, horizon)
+        if recorded or done % check_every:
             continue
         host.fetch(state, done)
         _end_long_rows(state, host, max_new)
@@ -360,7 +378,7 @@ def _run_queue(state: _Decoder, host: _Host, prompts, queue: list[int], max_new:
         if not bool(state.unfinished.any()):
             break
         if not queue and _compact(state, host, done):
-            graph = None
+            stepper.forget_graph()
     host.fetch(state, done)
     return queue
 

@@ -32,7 +32,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from itt_sweep.encoding import encode_prompt
-from itt_sweep.evaluate.fast_generation import Sampling, generate_queue
+from itt_sweep.evaluate.fast_generation import Sampling, generate_queue, left_pad
 from itt_sweep.modeling import max_positions
 
 log = logging.getLogger(__name__)
@@ -222,16 +222,6 @@ def _decoding_kwargs(model, tokenizer, config: GenerationConfig, num_return_sequ
     return kwargs
 
 
-def _left_padded(prompt_ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids in prompt_ids)
-    input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for row, ids in enumerate(prompt_ids):
-        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, width - len(ids):] = 1
-    return input_ids, attention_mask
-
-
 def sample_seed(seed: int, prompt: Sequence[int], sample: int) -> int:
     """The sampling seed of one (prompt, sample): from the prompt's tokens, not its place in a batch."""
     blob = f"{seed}:{sample}:{','.join(map(str, prompt))}".encode()
@@ -242,7 +232,7 @@ def _hf_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences:
               config: GenerationConfig, n: int, seed: int) -> torch.Tensor:
     """HF `generate` with the dynamic cache (`decoder: hf`); sampling seeded once per batch."""
     device = next(model.parameters()).device
-    input_ids, attention_mask = _left_padded(prompt_ids, tokenizer.pad_token_id)
+    input_ids, attention_mask = left_pad(prompt_ids, tokenizer.pad_token_id)
     watch = StopWatch(tokenizer, len(prompt_ids) * n, stop_sequences)
     with _seeded(seed, device):
         return model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
