@@ -37,6 +37,7 @@ from itt_sweep.encoding import encode_prompt
 from itt_sweep.evaluate.references import verified_references
 from itt_sweep.evaluate.stage3 import (
     Stage3Stats,
+    eval_problems,
     evaluate_model,
     execute_language,
     generate_language,
@@ -71,8 +72,8 @@ def product_path(model_ref: ModelRef, languages, spec: EvaluationSpec, n_problem
                  ref_dir: Path) -> tuple[dict[str, Any], Stage3Stats]:
     stats = Stage3Stats()
     with tempfile.TemporaryDirectory(prefix="bench-stage3-") as out_dir:
-        _, records = evaluate_model(model_ref, languages, spec, n_problems, data_dir, ref_dir, Path(out_dir),
-                                    stats)
+        _, records = evaluate_model(model_ref, eval_problems(languages, n_problems, data_dir), spec, data_dir,
+                                    ref_dir, Path(out_dir), stats)
         saved = {lang: json.loads((Path(out_dir) / f"{lang}.generations.json").read_text())
                  for lang in languages}
     return {"records": records, "generations": saved}, stats

@@ -166,6 +166,15 @@ def test_write_outputs_writes_png_csv_markdown_and_latex_per_source_and_metric(r
     assert len(png) > 10_000
 
 
+def test_sampled_sweeps_get_a_heatmap_per_pass_at_k(records, tmp_path):
+    for record in records:
+        for metrics in record["eval"].values():
+            metrics["pass_at_10"] = min(1.0, 2 * metrics["pass_at_1"])
+    names = {path.name for path in write_outputs(to_frame(records), tmp_path / "out")}
+    assert {"heatmap_python_pass_at_10.png", "transfer_python_pass_at_10.md"} <= names
+    assert not any("n_problems" in name for name in names)
+
+
 def test_transfer_csv_round_trips_with_missing_cells(records, tmp_path):
     del records[-1]["eval"]["java"], records[-2]["eval"]["java"]
     frame = to_frame(records)

@@ -146,6 +146,16 @@ def test_max_new_tokens_per_language(smoke_raw):
     assert sweep.evaluation.new_tokens("java") == 256 and sweep.evaluation.new_tokens("python") == 128
 
 
+def test_pass_at_k_sampling_is_checked_before_anything_runs(smoke_raw):
+    raw = _mutate(smoke_raw, "evaluation", {"num_samples": 10, "temperature": 0.8, "pass_k": [1, 10]})
+    assert parse_sweep(raw).evaluation.ks == [1, 10]
+    with pytest.raises(SweepFileError, match="evaluation.temperature > 0"):
+        parse_sweep(_mutate(smoke_raw, "evaluation", {"num_samples": 10}))
+    with pytest.raises(SweepFileError, match="k=20 needs evaluation.num_samples >= 20"):
+        parse_sweep(_mutate(smoke_raw, "evaluation", {"num_samples": 10, "temperature": 0.8, "pass_k": [20]}))
+    assert parse_sweep(smoke_raw).evaluation.ks == [1]  # greedy pass@1 by default
+
+
 def test_stable_hash_ignores_key_order():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})

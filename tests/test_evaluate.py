@@ -390,3 +390,39 @@ def test_sampled_completions_do_not_depend_on_the_batch(model, tokenizer):
     together = generate_completions(model, tokenizer, PROMPTS, [], config, seed=3)
     alone = [generate_completions(model, tokenizer, [p], [], config, seed=3)[0] for p in PROMPTS]
     assert [g.texts for g in together] == [g.texts for g in alone]
+
+
+@pytest.mark.parametrize("decoder", ["fast", "hf"])
+def test_prompt_sets_decode_together_and_are_reported_as_each_completes(model, tokenizer, decoder):
+    """Two sets (two languages) with their own stops and token limits through one queue: each set's results
+    equal generating it alone, and each is handed over once, when complete, in the order they finish."""
+    from itt_sweep.evaluate.generation import PromptSet, generate_sets
+
+    alone = [_greedy_alone(model, tokenizer, prompt, 24) for prompt in PROMPTS]
+    stops = [_ascii_piece(alone[0], 6, 1)]
+    sets = [PromptSet(PROMPTS[:3], stops, 24), PromptSet(PROMPTS[3:], [], 7)]
+    config = GenerationConfig(max_new_tokens=99, batch_size=2, decoder=decoder)
+    heard: list[tuple[int, list]] = []
+    rows: list[tuple[int, int]] = []
+    together = generate_sets(model, tokenizer, sets, config, on_set=lambda i, gens: heard.append((i, gens)),
+                             progress=lambda i, count: rows.append((i, count)))
+    expected = [generate_completions(model, tokenizer, s.prompts, s.stop_sequences,
+                                     GenerationConfig(max_new_tokens=s.max_new_tokens, batch_size=2,
+                                                      decoder=decoder)) for s in sets]
+    assert [[g.texts for g in gens] for gens in together] == [[g.texts for g in gens] for gens in expected]
+    assert sorted(i for i, _ in heard) == [0, 1] and [gens for _, gens in sorted(heard)] == together
+    assert [sum(c for i, c in rows if i == s) for s in (0, 1)] == [3, len(PROMPTS) - 3]  # rows per set
+    assert all(len([t for t in g.tokens[0] if t != tokenizer.pad_token_id]) <= 7 for g in together[1])  # not 99
+
+
+def test_a_failing_set_callback_is_raised_not_taken_for_a_decoder_failure(model, tokenizer):
+    from itt_sweep.evaluate.generation import PromptSet, generate_sets
+
+    config = GenerationConfig(max_new_tokens=5, batch_size=2)
+
+    def broken(index, generations):
+        raise RuntimeError("the sandbox is gone")
+
+    with pytest.raises(RuntimeError, match="sandbox is gone"):
+        generate_sets(model, tokenizer, [PromptSet(PROMPTS[:2])], config, on_set=broken)
+    assert config.decoder == "fast"  # no fallback to HF generate

@@ -8,6 +8,7 @@ writes. Costs on a 2-core machine are in each test's docstring.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,11 +41,12 @@ def test_preflight_reads_config_and_tokenizer_of_the_gguf_model(smollm2):
 def test_both_prompt_formats_generate_and_execute(smollm2, data_dir, tmp_path):
     """~1.5 min: stage 3 on the base model, completion and chat format, python x 2 problems each."""
     from itt_sweep.config import EvaluationSpec
-    from itt_sweep.evaluate.stage3 import evaluate_model
+    from itt_sweep.evaluate.stage3 import eval_problems, evaluate_model
 
     for fmt in ("completion", "chat"):
         spec = EvaluationSpec(prompt_format=fmt, max_new_tokens=96, batch_size=4, cpus=2)
-        metrics, records = evaluate_model(smollm2, ["python"], spec, 2, data_dir, tmp_path / "refs")
+        metrics, records = evaluate_model(smollm2, eval_problems(["python"], 2, data_dir), spec, data_dir,
+                                          tmp_path / "refs")
         rows = records["python"]
         assert len(rows) == 2 and all(r["status"] in STATUSES for r in rows), rows
         assert metrics["python"]["n_prompt_too_long"] == 0
@@ -55,6 +57,22 @@ def test_both_prompt_formats_generate_and_execute(smollm2, data_dir, tmp_path):
             assert all("```" not in r["completion"] for r in rows)
         else:
             assert all("reply" not in r for r in rows)
+
+
+def test_eval_command_samples_the_gguf_model_for_pass_at_k(smollm2, data_dir, tmp_path):
+    """~1 min: `itt-sweep eval` on the GGUF file, chat template, 2 sampled replies per problem."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "eval", "--model", smollm2.name, "--gguf-file",
+                           smollm2.gguf_file, "--languages", "python", "--problems", "2", "--prompt-format", "chat",
+                           "--num-samples", "2", "--temperature", "0.7", "--k", "1,2", "--max-new-tokens", "48",
+                           "--cpus", "2", "--out", str(out), "--data-dir", str(data_dir), "--reference-cache",
+                           str(tmp_path / "refs")], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in (out / "python.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["status"] in STATUSES for r in rows) and all(r["reply"] for r in rows)
+    assert rows[0]["reply"] != rows[1]["reply"]  # two samples of one problem differ
+    metrics = json.loads((out / "metrics.json").read_text())["languages"]["python"]
+    assert {"pass_at_1", "pass_at_2"} <= set(metrics) and math.isfinite(metrics["ref_nll"])
 
 
 def smollm2_sweep(tmp_path: Path, data_dir: Path, model: ModelRef) -> Path:
@@ -120,6 +138,17 @@ def test_gguf_model_through_itt_sweep_run(smollm2, data_dir, tmp_path):
     assert child.info.status == "FINISHED"
     assert child.data.params["evaluation.prompt_format"] == "chat"
     assert child.data.params["model.gguf_file"] == smollm2.gguf_file
+
+    # the trained model scored again outside the sweep, through its trial dir
+    out = tmp_path / "eval-trial"
+    proc = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "eval", "--model", str(trial), "--languages",
+                           "javascript", "--problems", "2", "--prompt-format", "chat", "--max-new-tokens", "48",
+                           "--out", str(out), "--data-dir", str(data_dir), "--reference-cache",
+                           str(tmp_path / "refs")], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["model"]["name"] == str(entries["target"])
+    assert summary["languages"]["javascript"]["n_problems"] == 2
 
 
 @torch.no_grad()

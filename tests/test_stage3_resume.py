@@ -30,7 +30,9 @@ def write_sweep(tmp_path: Path, data_dir: Path) -> Path:
         "eval_languages": LANGUAGES,
         "stages": {"intermediate": stage, "target": stage},
         "training": {"zero_stage": 2, "num_workers": 1, "cpus_per_worker": 1},
-        "evaluation": {"max_new_tokens": 16, "batch_size": 4, "timeout_s": 10},
+        # sampled: pass@k in a sweep, and each (problem, sample) seeded alone, so a resume cannot shift them
+        "evaluation": {"max_new_tokens": 16, "batch_size": 4, "timeout_s": 10, "num_samples": 2,
+                       "temperature": 0.8, "pass_k": [1, 2]},
         "storage": {"path": str(tmp_path / "runs")},
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "deliver_timeout_s": 5},
     }
@@ -77,4 +79,13 @@ def test_a_trial_killed_in_stage_3_resumes_at_the_unfinished_languages(tmp_path,
     assert set(metrics) == set(LANGUAGES)
     for lang in LANGUAGES:
         rows = [json.loads(line) for line in (trial / "completions" / f"{lang}.jsonl").read_text().splitlines()]
-        assert len(rows) == 4 and metrics[lang]["n_problems"] == 4
+        assert len(rows) == 8 and sorted({r["sample"] for r in rows}) == [0, 1]  # 4 problems x 2 samples
+        assert metrics[lang]["n_problems"] == 4 and 0 <= metrics[lang]["pass_at_2"] <= 1
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("itt-sweep/s3resume")
+    run = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("itt.role") != "sweep")
+    assert {f"eval/{lang}/pass_at_2" for lang in LANGUAGES} <= set(run.data.metrics)
+    heatmaps = {p.name for p in (tmp_path / "runs" / "s3resume" / "heatmaps").glob("*")}
+    assert "absolute_python_pass_at_2.csv" in heatmaps  # one baseline trial: absolute tables, no deltas

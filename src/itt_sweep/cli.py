@@ -1,4 +1,4 @@
-"""`itt-sweep`: validate | run | resume | status | heatmap | doctor."""
+"""`itt-sweep`: validate | run | resume | status | heatmap | eval | sync | doctor."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from itt_sweep.config import SweepFileError, describe, load_sweep
+from itt_sweep.config import EvaluationSpec, SweepFileError, describe, load_sweep
+from itt_sweep.data import paths as data_paths
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -79,6 +80,63 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_spec(args: argparse.Namespace, ks: list[int] | None) -> EvaluationSpec:
+    """The flags given, over EvaluationSpec's defaults (the same validation as a sweep file's)."""
+    given = {"num_samples": args.num_samples, "temperature": args.temperature, "top_p": args.top_p,
+             "pass_k": ks if args.model else None, "prompt_format": args.prompt_format,
+             "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "timeout_s": args.timeout_s,
+             "seed": args.seed, "cpus": args.cpus, "decoder": args.decoder,
+             "allow_unsandboxed": args.allow_unsandboxed or None}
+    return EvaluationSpec(**{name: value for name, value in given.items() if value is not None})
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score a model (`--model`) or a samples file (`--completions`); see `evaluate/standalone.py`."""
+    from pydantic import ValidationError
+
+    from itt_sweep.evaluate import standalone
+    from itt_sweep.evaluate.samples_file import SamplesFileError
+
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    out, data_dir = Path(args.out), Path(args.data_dir).resolve() if args.data_dir else None
+    languages = args.languages.split(",") if args.languages else None
+    ks = [int(k) for k in args.k.split(",")] if args.k else None
+    try:
+        spec = _eval_spec(args, ks)
+        if args.completions:
+            problems = (standalone.problems_for(args.problems, languages, data_dir) if args.problems
+                        else standalone.every_problem(data_dir))
+            summary = standalone.score_samples(Path(args.completions), problems, spec, ks or [1, 10, 100], out, say)
+        else:
+            ref = standalone.resolve_model(args.model, args.gguf_file, args.revision)
+            problems = standalone.problems_for(args.problems, languages, data_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            summary = standalone.eval_model(ref, problems, spec, data_paths.data_dir(data_dir), out,
+                                            Path(args.reference_cache), say)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "evaluation"
+            say(f"error: {where}: {error['msg']}")
+        return 2
+    except (SamplesFileError, standalone.EvalInputError, ValueError, OSError) as exc:
+        say(f"error: {exc}")
+        return 2
+    for language, metrics in summary["languages"].items():
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in metrics.items()
+                          if (name.startswith("pass_at_") or name in ("compile_rate", "ref_nll"))
+                          and value is not None)
+        print(f"{language:<11} {shown}")
+    print(f"results: {out}")
+    if args.tracking_uri:
+        from itt_sweep.tracking.mlflow_runs import log_eval_run
+
+        files = sorted(p for p in out.glob("*.json*") if p.is_file())
+        run_id = log_eval_run(args.tracking_uri, args.experiment, out.name, summary.get("settings", {}),
+                              summary["languages"], files)
+        print(f"MLflow run {run_id} in experiment {args.experiment} ({args.tracking_uri})")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from itt_sweep.execution.recipes import doctor
 
@@ -126,9 +184,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="deliver MLflow calls queued while the tracking server was down")
     p.add_argument("sweep_dir")
     p.set_defaults(func=cmd_sync)
+    add_eval_parser(sub)
     p = sub.add_parser("doctor", help="which MBXP languages can be executed here")
     p.set_defaults(func=cmd_doctor)
     return parser
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score a model or a samples file (mxeval format): pass@k, compile rate",
+                       description="Zero-shot generation + sandboxed execution + pass@k of a model, or the "
+                                   "verdicts and pass@k of an existing samples file. Rerun with the same --out "
+                                   "to continue an interrupted run.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="hub id, model dir, stage-cache entry or a sweep's trial dir")
+    what.add_argument("--completions", help="a samples file: JSONL with task_id, completion[, language]")
+    p.add_argument("--out", required=True, help="output dir (rerun with the same one to resume)")
+    p.add_argument("--gguf-file", help="the GGUF file inside --model (a dir or hub repo)")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
+    p.add_argument("--languages", help="comma-separated MBXP languages (default: python; with a problems "
+                                       "file: all of its languages)")
+    p.add_argument("--problems", help="N (MBXP's first N test problems per language) or FILE.jsonl in MBXP's "
+                                      "format (task_id, prompt, test, entry_point, language)")
+    p.add_argument("--num-samples", type=int, help="samples per problem (default 1: greedy)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default); > 0 samples")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--k", help="pass@k for these k, comma-separated (default 1; for --completions 1,10,100 "
+                               "where every task has that many samples)")
+    p.add_argument("--prompt-format", choices=("completion", "chat"))
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--timeout-s", type=float, help="per program (default 10)")
+    p.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    p.add_argument("--cpus", type=int, help="generation threads on CPU")
+    p.add_argument("--decoder", choices=("fast", "hf"))
+    p.add_argument("--allow-unsandboxed", action="store_true", help="run programs without bubblewrap")
+    p.add_argument("--data-dir", help="MBXP data dir (default: $ITT_DATA_DIR or ./data)")
+    p.add_argument("--reference-cache", default=str(Path.home() / ".cache" / "itt-sweep" / "references"),
+                   help="where verified reference solutions (for ref_nll) are cached")
+    p.add_argument("--tracking-uri", help="also log the result as one MLflow run")
+    p.add_argument("--experiment", default="itt-sweep/eval", help="MLflow experiment (default itt-sweep/eval)")
+    p.set_defaults(func=cmd_eval)
 
 
 def main(argv: list[str] | None = None) -> int:

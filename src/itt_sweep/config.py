@@ -146,7 +146,9 @@ class EvaluationSpec(_Strict):
     `max_new_tokens` is one number or a mapping language -> number with an optional `default` (Java's
     boilerplate needs more than Python). A batch holds at most `batch_size` rows and `token_budget` tokens
     (rows x (longest prompt + max_new_tokens)), so long prompts never make a batch that does not fit in memory.
-    `cpus` is what stage 3 holds and the threads its generation uses on CPU.
+    `cpus` is what stage 3 holds and the threads its generation uses on CPU. Greedy (`temperature: 0`, one
+    sample) is the default; pass@k draws `num_samples` completions per problem at `temperature` / `top_p`,
+    seeded per (problem, sample) from `seed`, and reports `pass_at_<k>` for every k of `pass_k`.
     """
 
     max_new_tokens: PositiveInt | dict[str, PositiveInt] = 256
@@ -158,6 +160,27 @@ class EvaluationSpec(_Strict):
     allow_unsandboxed: bool = False
     workers: PositiveInt | None = None
     cpus: Annotated[int, Field(gt=0, le=1024)] = 1
+    num_samples: Annotated[int, Field(gt=0, le=1000)] = 1
+    temperature: Annotated[float, Field(ge=0, le=10)] = 0.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    pass_k: list[Annotated[int, Field(gt=0, le=1000)]] = [1]
+    seed: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _sampling(self) -> EvaluationSpec:
+        if self.num_samples > 1 and self.temperature == 0:
+            raise ValueError("evaluation.num_samples > 1 needs evaluation.temperature > 0 (temperature 0 is "
+                             "greedy: every sample would be the same)")
+        too_big = [k for k in self.pass_k if k > self.num_samples]
+        if too_big:
+            raise ValueError(f"evaluation.pass_k: k={too_big[0]} needs evaluation.num_samples >= {too_big[0]} "
+                             f"(got {self.num_samples})")
+        return self
+
+    @property
+    def ks(self) -> list[int]:
+        """The k of every pass@k reported: pass@1 always, then `pass_k`."""
+        return sorted({1, *self.pass_k})
 
     @field_validator("max_new_tokens")
     @classmethod

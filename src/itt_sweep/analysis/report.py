@@ -60,8 +60,7 @@ def result_pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
     pairs = []
     for source in language_order(frame["source_language"]):
         present = list(dict.fromkeys(frame.loc[frame["source_language"] == source, "metric"]))
-        known = [metric for metric in transfer.METRICS if metric in present]
-        pairs += [(source, metric) for metric in known]  # counts (n_problems, n_references) are no transfer
+        pairs += [(source, metric) for metric in transfer.transfer_metrics(present)]
     return pairs
 
 

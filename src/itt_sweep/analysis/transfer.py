@@ -11,15 +11,27 @@ improvement; the heatmap says so in its title and flips its colours so that impr
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import pandas as pd
 
 from itt_sweep.data.mbxp import LANGUAGES as MBXP_LANGUAGES
 
-METRICS = ("pass_at_1", "compile_rate", "ref_nll")
+METRICS = ("pass_at_1", "compile_rate", "ref_nll")  # always there; pass_at_<k> too with sampling
 LOWER_IS_BETTER = frozenset({"ref_nll"})
 BASELINE_TASK = "none"
 MIXTURE_TASK = "all"
 AVERAGE_COLUMN = "avg"
+
+
+def transfer_metrics(present: Iterable[str]) -> list[str]:
+    """The metrics of `present` a transfer table is made for, in reading order: pass@1, every other pass@k by
+    k, compile rate, ref_nll (counts such as n_problems are no transfer)."""
+    present = set(present)
+    ks = sorted(int(m.removeprefix("pass_at_")) for m in present if re.fullmatch(r"pass_at_\d+", m))
+    ordered = [f"pass_at_{k}" for k in ks] + [m for m in METRICS if not m.startswith("pass_at_")]
+    return [metric for metric in ordered if metric in present]
 
 
 def lower_is_better(metric: str) -> bool:

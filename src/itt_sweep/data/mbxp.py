@@ -43,7 +43,7 @@ class Problem:
     """One MBXP problem in one language; `prompt` already holds the signature and docstring."""
 
     task_id: str
-    number: int
+    number: int | None  # MBPP's task number; None in datasets whose ids have none (`load_problem_file`)
     language: str
     prompt: str
     entry_point: str
@@ -157,3 +157,58 @@ def _problem_from_record(record: dict, path: str) -> Problem:
         )
     except KeyError as missing:
         raise ValueError(f"{path}: record {record.get('task_id', '?')} lacks field {missing}") from None
+
+
+PROBLEM_FIELDS = ("task_id", "prompt", "test", "entry_point", "language")
+
+
+def load_problem_file(path: Path) -> dict[str, list[Problem]]:
+    """language -> problems of any dataset in MBXP's format (mxeval's multilingual HumanEval files, say).
+
+    The task ids are the file's own: nothing downstream reads a number or prefix out of them. A broken file
+    is refused whole, naming its first offending lines.
+    """
+    path = require_file(Path(path), "problems file")
+    problems: dict[str, list[Problem]] = {}
+    bad: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        why = _problem_line_error(line, seen)
+        if why:
+            bad.append(f"line {number}: {why}")
+            continue
+        record = json.loads(line)
+        seen.add(record["task_id"])
+        try:
+            task = task_number(record["task_id"])
+        except ValueError:
+            task = None
+        canonical = record.get("canonical_solution")
+        problems.setdefault(record["language"], []).append(Problem(
+            record["task_id"], task, record["language"], record["prompt"], record["entry_point"], record["test"],
+            canonical if isinstance(canonical, str) and canonical.strip() else None,
+            record.get("description") or ""))
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} bad line(s), first: " + "; ".join(bad[:5]))
+    if not problems:
+        raise ValueError(f"{path}: no problems")
+    return problems
+
+
+def _problem_line_error(line: str, seen: set[str]) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError as err:
+        return f"not JSON ({err.msg})"
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    missing = [name for name in PROBLEM_FIELDS if not isinstance(record.get(name), str)]
+    if missing:
+        return f"no string field {', '.join(missing)}"
+    if record["language"] not in LANGUAGES:
+        return f"unknown language {record['language']!r} (allowed: {', '.join(LANGUAGES)})"
+    if record["task_id"] in seen:
+        return f"task_id {record['task_id']!r} appears twice"
+    return None

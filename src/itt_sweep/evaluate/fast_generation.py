@@ -120,6 +120,16 @@ class _Decoder:
         if self.generators is not None:
             self.generators = [self.generators[i] for i in kept]
 
+    @classmethod
+    def empty(cls, model, rows: Sequence[int], width: int, max_new_tokens: int, eos_token_ids: Sequence[int],
+              pad_token_id: int, sampling: Sampling | None, device: torch.device) -> _Decoder:
+        """A batch with no prompt yet, every slot to be filled by `admit`: each prompt is prefilled alone, so
+        none pays for padding to the longest (prefill is most of a CPU stage 3's compute after decoding)."""
+        blank = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        state = cls(model, blank, blank, max_new_tokens, eos_token_ids, pad_token_id, sampling, rows=rows)
+        state.positions = state.positions[:, -1:].clone()
+        return state
+
     def prefill(self) -> None:
         logits = self.model(input_ids=self.prompt_ids, attention_mask=self.prompt_mask,
                             position_ids=self.positions, use_cache=True, logits_to_keep=1,
@@ -142,6 +152,11 @@ class _Decoder:
         logits = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1,
                             **{self.cache_kw: scratch}).logits
         for static, fresh in zip(self.cache.layers, scratch.layers, strict=True):
+            if not static.is_initialized:  # a batch filled by admissions alone: no prefill allocated it
+                batch = len(self.rows)
+                static.lazy_initialization(fresh.keys[:1].expand(batch, -1, -1, -1),
+                                           fresh.values[:1].expand(batch, -1, -1, -1))
+                static.cumulative_length.fill_(column)  # where the next step writes
             static.keys[slot, :, column - len(prompt):column] = fresh.keys[0]
             static.values[slot, :, column - len(prompt):column] = fresh.values[0]
         self.mask[slot] = False
@@ -321,56 +336,81 @@ def _assemble(host: _Host, state: _Decoder, pad: int, device: torch.device) -> t
 
 
 @torch.inference_mode()
-def generate_queue(model, prompts: Sequence[Sequence[int]], slots: int, max_new_tokens: int, *,
+def generate_queue(model, prompts: Sequence[Sequence[int]], slots: int, max_new_tokens: int | Sequence[int], *,
                    eos_token_id: int | Sequence[int], pad_token_id: int, stop_check: StopCheck | None = None,
                    check_every: int = 8, sampling: Sampling | None = None, cuda_graph: bool | None = None,
-                   refills: int = 2) -> list[list[int]]:
+                   refills: int = 2, on_done: Callable[[int, list[int]], None] | None = None) -> list[list[int]]:
     """The new tokens of every prompt, decoded `slots` at a time with continuous batching.
 
-    A slot whose row ended (EOS, `stop_check`, or `max_new_tokens`) takes the next waiting prompt at the next
-    check, so a batch never runs at the speed of its longest completion. The cache holds the longest prompt
-    plus `refills` generations of `max_new_tokens`; when it is full the rows still running finish and a fresh
-    cache takes the rest of the queue. `prompts` are best ordered longest first; `sampling.seeds` has one seed
-    per prompt. A row's tokens do not depend on which rows share the batch (up to float rounding).
+    A slot whose row ended (EOS, `stop_check`, or its `max_new_tokens`: one number, or one per prompt) takes
+    the next waiting prompt at the next check, so a batch never runs at the speed of its longest completion.
+    The cache holds the longest prompt plus `refills` generations of the largest `max_new_tokens`; when it is
+    full the rows still running finish and a fresh cache takes the rest of the queue. `prompts` are best
+    ordered longest first; `sampling.seeds` has one seed per prompt. `on_done(prompt, tokens)` hears of each
+    prompt as soon as its row ends, so a caller can act on a group of prompts (one language) while the rest
+    decode. A row's tokens do not depend on which rows share the batch (up to float rounding).
     """
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     host = _Host(len(prompts))
+    finish = _Finish(host, eos_ids, limits, on_done)
     queue = list(range(len(prompts)))
     device = next(model.parameters()).device
     while queue:
         first, queue = queue[:slots], queue[slots:]
-        width = max(len(prompts[i]) for i in [*first, *queue])  # every later prompt fits left of the pointer
-        ids, mask = left_pad([prompts[i] for i in first], pad_token_id, width)
-        horizon = refills * (max_new_tokens + check_every)
+        # every prompt fits left of the write pointer, which starts one column right of the longest
+        width = max(len(prompts[i]) for i in [*first, *queue]) + 1
+        horizon = refills * (max(limits) + check_every)
         seeds = None if sampling is None else [sampling.seeds[i] for i in first]
-        state = _Decoder(model, ids.to(device), mask.to(device), horizon, eos_ids, pad_token_id,
-                         None if sampling is None else Sampling(sampling.temperature, sampling.top_p, seeds),
-                         rows=first)
-        state.prefill()
+        state = _Decoder.empty(model, first, width, horizon, eos_ids, pad_token_id,
+                               None if sampling is None else Sampling(sampling.temperature, sampling.top_p, seeds),
+                               device)
         host.fetched = 0  # a fresh cache: its `out` columns start again at 0
-        queue = _run_queue(state, host, prompts, queue, max_new_tokens, horizon, stop_check, check_every,
-                           sampling, cuda_graph)
-    return [_cut(tokens, eos_ids, max_new_tokens) for tokens in host.tokens]
+        for slot, row in enumerate(first):  # one prompt at a time: no padding to prefill
+            host.tokens[row].append(state.admit(slot, row, prompts[row], None if seeds is None else seeds[slot]))
+        queue = _run_queue(state, host, prompts, queue, limits, horizon, stop_check, check_every, sampling,
+                           cuda_graph, finish)
+        finish(state.rows)
+    return [finish.cut(row) for row in range(len(prompts))]
 
 
-def _run_queue(state: _Decoder, host: _Host, prompts, queue: list[int], max_new: int, horizon: int,
+class _Finish:
+    """Hands each ended row's tokens to `on_done`, once."""
+
+    def __init__(self, host: _Host, eos: Sequence[int], limits: Sequence[int],
+                 on_done: Callable[[int, list[int]], None] | None):
+        self.host, self.eos, self.limits, self.on_done = host, eos, limits, on_done
+        self.told: set[int] = set()
+
+    def cut(self, row: int) -> list[int]:
+        return _cut(self.host.tokens[row], self.eos, self.limits[row])
+
+    def __call__(self, rows: Sequence[int]) -> None:
+        for row in rows:
+            if row not in self.told:
+                self.told.add(row)
+                if self.on_done is not None:
+                    self.on_done(row, self.cut(row))
+
+
+def _run_queue(state: _Decoder, host: _Host, prompts, queue: list[int], limits: Sequence[int], horizon: int,
                stop_check: StopCheck | None, check_every: int, sampling: Sampling | None,
-               cuda_graph: bool | None) -> list[int]:
+               cuda_graph: bool | None, finish: _Finish) -> list[int]:
     """Decode until every row of this cache is done, admitting waiting prompts while the cache has room;
     returns the prompts still waiting."""
-    stepper, done = _Stepper(state, cuda_graph, sampling), 1
+    stepper, done = _Stepper(state, cuda_graph, sampling), 0
     while done < horizon:
         done, recorded = stepper.advance(done, horizon)
         if recorded or done % check_every:
             continue
         host.fetch(state, done)
-        _end_long_rows(state, host, max_new)
+        _end_long_rows(state, host, limits)
         if stop_check is not None:
             stopped = stop_check(state.rows, [host.tokens[row] for row in state.rows])
             state.unfinished &= ~torch.tensor(list(stopped), dtype=torch.bool, device=state.unfinished.device)
         free = (~state.unfinished).nonzero().flatten().tolist()
-        room = horizon - done >= max_new + check_every
-        while free and queue and room:
+        finish([state.rows[slot] for slot in free])
+        while free and queue and horizon - done >= limits[queue[0]] + check_every:
             row = queue.pop(0)
             slot = free.pop(0)
             seed = None if sampling is None else sampling.seeds[row]
@@ -383,8 +423,8 @@ def _run_queue(state: _Decoder, host: _Host, prompts, queue: list[int], max_new:
     return queue
 
 
-def _end_long_rows(state: _Decoder, host: _Host, max_new: int) -> None:
-    long = [len(host.tokens[row]) >= max_new for row in state.rows]
+def _end_long_rows(state: _Decoder, host: _Host, limits: Sequence[int]) -> None:
+    long = [len(host.tokens[row]) >= limits[row] for row in state.rows]
     if any(long):
         state.unfinished &= ~torch.tensor(long, dtype=torch.bool, device=state.unfinished.device)
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -241,114 +241,195 @@ def _hf_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences:
                               **_decoding_kwargs(model, tokenizer, config, n))
 
 
-def _fast_batch(model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str],
-                config: GenerationConfig, n: int, seed: int) -> torch.Tensor:
-    """The static-cache decoder with continuous batching over all these prompts (longest first), each repeated
-    `n` times; returned like `generate`'s output (left-padded prompts, then the new tokens, pad-filled)."""
-    device = next(model.parameters()).device
-    expanded = [ids for ids in prompt_ids for _ in range(n)]
-    width = max(len(ids) for ids in expanded)
-    slots = max(1, min(config.batch_size, config.token_budget // (width + config.max_new_tokens)))
+@dataclass(frozen=True)
+class PromptSet:
+    """One group of prompts and how their completions end (one language in stage 3): the unit a caller
+    saves and executes. `max_new_tokens` / `keep_stop` left None take the config's."""
+
+    prompts: Sequence[str]
+    stop_sequences: Sequence[str] = ()
+    max_new_tokens: int | None = None
+    keep_stop: bool | None = None
+
+
+@dataclass
+class _Job:
+    """A prompt set, encoded: which prompts fit the context (longest first) and their generations."""
+
+    stops: list[str]
+    max_new: int
+    keep_stop: bool
+    encoded: list[list[int]]
+    fits: list[int]
+    results: list[Generation]
+
+
+def _jobs(model, tokenizer, sets: Sequence[PromptSet], config: GenerationConfig) -> list[_Job]:
+    limit = max_positions(model.config)
+    jobs = []
+    for prompt_set in sets:
+        max_new = prompt_set.max_new_tokens or config.max_new_tokens
+        encoded = [encode_prompt(tokenizer, prompt) for prompt in prompt_set.prompts]
+        fits = [i for i, ids in enumerate(encoded) if limit is None or len(ids) + max_new <= limit]
+        fits.sort(key=lambda i: -len(encoded[i]))  # longest first: the fast decoder's first rows set the width
+        skipped = [Generation([""] * config.num_samples, [False] * config.num_samples, PROMPT_TOO_LONG)
+                   for _ in encoded]
+        keep = config.keep_stop if prompt_set.keep_stop is None else prompt_set.keep_stop
+        jobs.append(_Job(list(prompt_set.stop_sequences), max_new, keep, encoded, fits, skipped))
+    return jobs
+
+
+def _generation(tokenizer, prompt_ids: list[int], news: list[list[int]], job: _Job, eos: set[int]) -> Generation:
+    """The `n` completions of one prompt from their new token ids, cut at the set's stop sequences."""
+    texts, truncated = [], []
+    for new in news:
+        raw = completion_text(tokenizer, prompt_ids, new)
+        texts.append(truncate_at_stop(raw, job.stops, job.keep_stop))
+        stopped = find_stop(raw, job.stops) is not None or any(t in eos for t in new)
+        # a row that neither stopped nor ended wrote max_new_tokens tokens: generation cut it off
+        truncated.append(not stopped and len(new) >= job.max_new)
+    return Generation(texts, truncated, None, news)
+
+
+Progress = Callable[[int, int], None]  # (prompt set, rows just finished)
+
+
+def _fast_jobs(model, tokenizer, jobs: Sequence[_Job], config: GenerationConfig, n: int, seed: int,
+               on_job: Callable[[int], None], progress: Progress | None) -> None:
+    """Every set's rows through one continuous-batching queue, set after set: a set is reported as soon as
+    its last row ends, while the next set's rows decode (stage 3 executes a language meanwhile)."""
+    rows = [(j, i) for j, job in enumerate(jobs) for i in job.fits for _ in range(n)]
+    ids = [jobs[j].encoded[i] for j, i in rows]
+    limits = [jobs[j].max_new for j, _ in rows]
+    width = max(len(x) for x in ids)
+    slots = max(1, min(config.batch_size, config.token_budget // (width + max(limits))))
     sampling = None
     if config.do_sample:
-        seeds = [sample_seed(seed, ids, j) for ids in prompt_ids for j in range(n)]
+        seeds = [sample_seed(seed, ids[r], r % n) for r in range(len(rows))]
         sampling = Sampling(temperature=config.temperature, top_p=config.top_p, seeds=seeds)
-    watch = StopWatch(tokenizer, len(expanded), stop_sequences)
-    new = generate_queue(model, expanded, slots, config.max_new_tokens, eos_token_id=eos_ids(model, tokenizer),
-                         pad_token_id=tokenizer.pad_token_id, stop_check=watch if watch.stops else None,
-                         check_every=config.check_every, sampling=sampling)
-    length = max((len(tokens) for tokens in new), default=0)
-    out = torch.full((len(expanded), width + length), tokenizer.pad_token_id, dtype=torch.long, device=device)
-    for row, (ids, tokens) in enumerate(zip(expanded, new, strict=True)):
-        out[row, width - len(ids):width] = torch.tensor(ids, dtype=torch.long)
-        out[row, width:width + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-    return out
+    watches = [StopWatch(tokenizer, len(rows), job.stops) for job in jobs]
 
+    def stop_check(live: Sequence[int], new: Sequence[list[int]]) -> list[bool]:
+        return [watches[rows[r][0]]([r], [tokens])[0] for r, tokens in zip(live, new, strict=True)]
 
-def _generate_batch(
-    model, tokenizer, prompt_ids: Sequence[list[int]], stop_sequences: Sequence[str], config: GenerationConfig,
-    n: int, seed: int = 0
-) -> list[Generation]:
-    """`n` completions for each prompt of one batch, in the batch's order."""
-    width = max(len(ids) for ids in prompt_ids)
-    expanded = [ids for ids in prompt_ids for _ in range(n)]
-    run = _fast_batch if config.decoder == "fast" else _hf_batch
-    output = run(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
-    texts, truncated, tokens = [], [], []
+    news: list[list[int]] = [[] for _ in rows]
+    pending = [len(job.fits) * n for job in jobs]
+    first_row = [rows.index((j, job.fits[0])) if job.fits else 0 for j, job in enumerate(jobs)]
     eos = set(eos_ids(model, tokenizer))
-    for prompt, row in zip(expanded, output, strict=True):
-        new = row[width:].tolist()
-        raw = completion_text(tokenizer, prompt, new)
-        texts.append(truncate_at_stop(raw, stop_sequences, config.keep_stop))
-        stopped = find_stop(raw, stop_sequences) is not None or any(t in eos for t in new)
-        # a row that neither stopped nor ended wrote max_new_tokens tokens: generation cut it off
-        truncated.append(not stopped and len(new) >= config.max_new_tokens)
-        tokens.append(new)
-    return [Generation(texts[i * n:(i + 1) * n], truncated[i * n:(i + 1) * n], None, tokens[i * n:(i + 1) * n])
-            for i in range(len(prompt_ids))]
+
+    def on_done(row: int, tokens: list[int]) -> None:
+        news[row] = tokens
+        j = rows[row][0]
+        pending[j] -= 1
+        if progress is not None:
+            progress(j, 1)
+        if pending[j] == 0:
+            job = jobs[j]
+            for k, i in enumerate(job.fits):
+                at = first_row[j] + k * n
+                job.results[i] = _generation(tokenizer, job.encoded[i], news[at:at + n], job, eos)
+            on_job(j)
+
+    for j, job in enumerate(jobs):
+        if not job.fits:
+            on_job(j)
+    if rows:
+        generate_queue(model, ids, slots, limits, eos_token_id=sorted(eos), pad_token_id=tokenizer.pad_token_id,
+                       stop_check=stop_check if any(w.stops for w in watches) else None,
+                       check_every=config.check_every, sampling=sampling, on_done=on_done)
 
 
-def _run_with_fallback(model, tokenizer, prompt_ids, stop_sequences, config: GenerationConfig, n: int,
-                       seed: int) -> list[Generation]:
-    """The fast decoder over all prompts at once (continuous batching), or HF `generate` in token-budget
-    batches, also for a model the fast decoder cannot run (said once; the config remembers it)."""
+def _hf_job(model, tokenizer, job: _Job, config: GenerationConfig, n: int, seed: int,
+            progress: Callable[[int], None] | None) -> None:
+    """HF `generate` over one set, in batches within the token budget."""
+    eos = set(eos_ids(model, tokenizer))
+    config = replace(config, max_new_tokens=job.max_new)
+    lengths = [len(job.encoded[i]) for i in job.fits]
+    for batch in plan_batches(lengths, n, job.max_new, config.token_budget, config.batch_size):
+        prompts = [job.encoded[job.fits[b]] for b in batch]
+        width = max(len(ids) for ids in prompts)
+        output = _hf_batch(model, tokenizer, prompts, job.stops, config, n, seed)
+        for k, b in enumerate(batch):
+            news = [row[width:].tolist() for row in output[k * n:(k + 1) * n]]
+            job.results[job.fits[b]] = _generation(tokenizer, prompts[k], news, job, eos)
+        if progress is not None:
+            progress(len(batch) * n)
+
+
+class _CallerError(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _run_jobs(model, tokenizer, jobs: list[_Job], config: GenerationConfig, n: int, seed: int,
+              on_set: Callable[[int], None], progress: Progress | None) -> None:
+    """The fast decoder over every set at once, or HF `generate` set by set, also for a model the fast
+    decoder cannot run (said once; the config remembers it, and the sets not yet reported start over)."""
+    reported: list[int] = []
+
+    def report(j: int) -> None:
+        reported.append(j)
+        try:
+            on_set(j)
+        except BaseException as exc:  # the caller's failure: never a reason to change decoders
+            raise _CallerError(exc) from exc
+
     if config.decoder == "fast":
         try:
-            return _generate_batch(model, tokenizer, prompt_ids, stop_sequences, config, n, seed)
+            return _fast_jobs(model, tokenizer, jobs, config, n, seed, report, progress)
+        except _CallerError as failed:
+            raise failed.error from None
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError) as exc:
             log.warning("fast decoder cannot run %s (%s: %s); using HF generate", type(model).__name__,
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             config.decoder = "hf"
-    done: list[Generation] = [Generation([])] * len(prompt_ids)
-    for batch in plan_batches([len(ids) for ids in prompt_ids], n, config.max_new_tokens, config.token_budget,
-                              config.batch_size):  # HF generate: batches within the token budget
-        out = _generate_batch(model, tokenizer, [prompt_ids[i] for i in batch], stop_sequences, config, n, seed)
-        for index, generation in zip(batch, out, strict=True):
-            done[index] = generation
-    return done
+    for j, job in enumerate(jobs):
+        if j not in reported:
+            _hf_job(model, tokenizer, job, config, n, seed,
+                    None if progress is None else (lambda count, j=j: progress(j, count)))
+            report(j)
 
 
-def generate_completions(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    stop_sequences: Sequence[str],
-    config: GenerationConfig,
-    seed: int = 0,
-) -> list[Generation]:
-    """For each prompt, `config.num_samples` completions cut at the first stop sequence, in prompt order.
+def generate_sets(model, tokenizer, sets: Sequence[PromptSet], config: GenerationConfig, seed: int = 0,
+                  on_set: Callable[[int, list[Generation]], None] | None = None,
+                  progress: Progress | None = None) -> list[list[Generation]]:
+    """For each set and each of its prompts, `config.num_samples` completions cut at the set's first stop
+    sequence, in prompt order; `on_set(index, generations)` hears of each set as soon as it is complete.
 
-    Sampling is reproducible for the same prompts, config and seed; the caller's RNG state is left untouched.
-    Greedy decoding is deterministic, so it runs once per prompt and repeats the answer `num_samples` times.
-    The model is put in eval mode for the call and left in the mode it came in (stage 2 may evaluate mid-run).
+    Sampling is reproducible for the same prompts, config and seed (each (prompt, sample) is seeded from its
+    tokens, not its place); the caller's RNG state is left untouched. Greedy decoding is deterministic, so it
+    runs once per prompt and repeats the answer `num_samples` times. The model is put in eval mode for the call
+    and left in the mode it came in (stage 2 may evaluate mid-run).
     """
     if config.num_samples < 1 or config.batch_size < 1:
         raise ValueError(
             f"num_samples and batch_size must be at least 1, got {config.num_samples} and {config.batch_size}"
         )
-    if not prompts:
-        return []
     n = config.num_samples if config.do_sample else 1
-    encoded = [encode_prompt(tokenizer, prompt) for prompt in prompts]
-    limit = max_positions(model.config)
-    results = [Generation([""] * config.num_samples, [False] * config.num_samples, PROMPT_TOO_LONG)
-               for _ in prompts]
-    fits = [i for i, ids in enumerate(encoded) if limit is None or len(ids) + config.max_new_tokens <= limit]
-    fits.sort(key=lambda i: -len(encoded[i]))  # longest first: the fast decoder's first rows set the cache width
+    jobs = _jobs(model, tokenizer, sets, config)
+
+    def finished(j: int) -> None:
+        if n != config.num_samples:
+            jobs[j].results = [Generation(g.texts * config.num_samples, g.truncated * config.num_samples,
+                                          g.skipped, g.tokens * config.num_samples) if g.skipped is None else g
+                               for g in jobs[j].results]
+        if on_set is not None:
+            on_set(j, jobs[j].results)
+
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), _left_padding(tokenizer):
-            if fits:
-                done = _run_with_fallback(model, tokenizer, [encoded[i] for i in fits], stop_sequences, config, n,
-                                          seed)
-                for index, generation in zip(fits, done, strict=True):
-                    results[index] = generation
+            _run_jobs(model, tokenizer, jobs, config, n, seed, finished, progress)
     finally:
         model.train(was_training)
-    if n != config.num_samples:
-        results = [Generation(g.texts * config.num_samples, g.truncated * config.num_samples, g.skipped,
-                              g.tokens * config.num_samples) if g.skipped is None else g for g in results]
-    return results
+    return [job.results for job in jobs]
+
+
+def generate_completions(model, tokenizer, prompts: Sequence[str], stop_sequences: Sequence[str],
+                         config: GenerationConfig, seed: int = 0) -> list[Generation]:
+    """One set of prompts through `generate_sets`."""
+    return generate_sets(model, tokenizer, [PromptSet(prompts, stop_sequences)], config, seed)[0]

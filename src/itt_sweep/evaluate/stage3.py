@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +31,8 @@ from itt_sweep.config import EvaluationSpec, stable_hash
 from itt_sweep.data import chat
 from itt_sweep.data.mbxp import Problem, load_problems
 from itt_sweep.data.prompts import format_problem
-from itt_sweep.evaluate.generation import Generation, GenerationConfig, generate_completions, truncate_at_stop
-from itt_sweep.evaluate.passk import pass_at_k
+from itt_sweep.evaluate.generation import Generation, GenerationConfig, PromptSet, generate_sets, truncate_at_stop
+from itt_sweep.evaluate.passk import mean_pass_at_k
 from itt_sweep.evaluate.ref_nll import reference_nll
 from itt_sweep.evaluate.references import verified_references
 from itt_sweep.execution.executor import execute
@@ -48,23 +48,31 @@ def prompts_for(problems: Sequence[Problem], language: str, prompt_format: str, 
     return [format_problem(p) for p in problems]
 
 
-def generate_for(model, tokenizer, problems: Sequence[Problem], language: str,
-                 spec: EvaluationSpec) -> tuple[list[Generation], list[str]]:
-    """The generations and, for each problem, the completion of its MBXP prompt that they amount to."""
+def generation_config(spec: EvaluationSpec) -> GenerationConfig:
+    """Greedy at temperature 0, else `num_samples` samples per problem."""
+    return GenerationConfig(max_new_tokens=spec.new_tokens("default"), batch_size=spec.batch_size,
+                            token_budget=spec.token_budget, decoder=spec.decoder, do_sample=spec.temperature > 0,
+                            temperature=spec.temperature or 1.0, top_p=spec.top_p, num_samples=spec.num_samples)
+
+
+def prompt_set(problems: Sequence[Problem], language: str, spec: EvaluationSpec, tokenizer) -> PromptSet:
     recipe = RECIPES[language]
-    chat_format = spec.prompt_format == "chat"
-    gen = GenerationConfig(max_new_tokens=spec.new_tokens(language), batch_size=spec.batch_size,
-                           keep_stop=recipe.keep_stop, token_budget=spec.token_budget, decoder=spec.decoder)
     # a reply ends with EOS, and a stop sequence such as "\ndef" would cut it at its own first line
-    stops = [] if chat_format else recipe.stop_sequences
-    generations = generate_completions(model, tokenizer, prompts_for(problems, language, spec.prompt_format,
-                                                                     tokenizer), stops, gen)
-    if not chat_format:
-        return generations, [g.texts[0] for g in generations]
+    stops = [] if spec.prompt_format == "chat" else recipe.stop_sequences
+    return PromptSet(prompts_for(problems, language, spec.prompt_format, tokenizer), stops,
+                     spec.new_tokens(language), recipe.keep_stop)
+
+
+def completions_of(problems: Sequence[Problem], language: str, spec: EvaluationSpec,
+                   generations: Sequence[Generation]) -> list[list[str]]:
+    """For each problem and sample, the completion of its MBXP prompt that the generation amounts to."""
+    if spec.prompt_format != "chat":
+        return [list(g.texts) for g in generations]
     # the reply's code, cut where the function ends as a completion would be (example calls after it go)
-    return generations, [truncate_at_stop(chat.completion_from_reply(p.prompt, g.texts[0], p.entry_point, language),
-                                          recipe.stop_sequences, recipe.keep_stop)
-                         for p, g in zip(problems, generations, strict=True)]
+    recipe = RECIPES[language]
+    return [[truncate_at_stop(chat.completion_from_reply(p.prompt, text, p.entry_point, language),
+                              recipe.stop_sequences, recipe.keep_stop) for text in g.texts]
+            for p, g in zip(problems, generations, strict=True)]
 
 
 @dataclass
@@ -92,7 +100,7 @@ class Generated:
     language: str
     problems: list[Problem]
     generations: list[Generation]
-    completions: list[str]
+    completions: list[list[str]]  # per problem, per sample
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -114,62 +122,123 @@ def _read_json(path: Path | None) -> Any:
 def generate_language(model, tokenizer, language: str, problems: list[Problem], spec: EvaluationSpec,
                       out_dir: Path | None, stats: Stage3Stats) -> Generated:
     """The generations of one language: from `out_dir` if a previous run saved them, else from the model."""
-    saved = _read_json(out_dir / f"{language}.generations.json" if out_dir else None)
-    if saved is not None and [row["task_id"] for row in saved] == [p.task_id for p in problems]:
-        return Generated(language, problems, [Generation(r["texts"], r["truncated"], r["skipped"], r.get("tokens", []))
-                                              for r in saved], [r["completion"] for r in saved])
-    start = time.perf_counter()
-    generations, completions = generate_for(model, tokenizer, problems, language, spec)
-    stats.generate_s += time.perf_counter() - start
+    done: list[Generated] = []
+    generate_languages(model, tokenizer, {language: problems}, spec, out_dir, stats, done.append)
+    return done[0]
+
+
+def generate_languages(model, tokenizer, problems: dict[str, list[Problem]], spec: EvaluationSpec,
+                       out_dir: Path | None, stats: Stage3Stats, on_language: Callable[[Generated], None],
+                       progress: RowsDone | None = None) -> None:
+    """Every language's generations, handed to `on_language` as each is complete: the saved ones first, then
+    the rest decoded together in one queue, language after language, so that the model never idles at the
+    end of a language while its last rows finish (the next language's prompts take their slots)."""
+    todo = []
+    for language, items in problems.items():
+        saved = _read_json(out_dir / f"{language}.generations.json" if out_dir else None)
+        if saved is not None and [row["task_id"] for row in saved] == [p.task_id for p in items]:
+            on_language(Generated(language, items, [Generation(r["texts"], r["truncated"], r["skipped"],
+                                                               r.get("tokens", [])) for r in saved],
+                                  [r["completions"] for r in saved]))
+            if progress is not None:
+                progress(language, sum(len(r["texts"]) for r in saved))
+        else:
+            todo.append(language)
+    if not todo:
+        return
+    clock = _Lap()
+
+    def finished(index: int, generations: list[Generation]) -> None:
+        stats.generate_s += clock.lap()
+        language = todo[index]
+        done = Generated(language, problems[language], generations,
+                         completions_of(problems[language], language, spec, generations))
+        _save_generations(out_dir, done, tokenizer, stats)
+        on_language(done)
+        clock.lap()  # what saving and on_language took is not generation
+
+    sets = [prompt_set(problems[lang], lang, spec, tokenizer) for lang in todo]
+    generate_sets(model, tokenizer, sets, generation_config(spec), seed=spec.seed, on_set=finished,
+                  progress=None if progress is None else (lambda index, rows: progress(todo[index], rows)))
+    stats.generate_s += clock.lap()
+
+
+class _Lap:
+    """Seconds since the previous lap."""
+
+    def __init__(self) -> None:
+        self.mark = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        elapsed, self.mark = now - self.mark, now
+        return elapsed
+
+
+def _save_generations(out_dir: Path | None, done: Generated, tokenizer, stats: Stage3Stats) -> None:
     stats.new_tokens += sum(len(tokenizer(t, add_special_tokens=False)["input_ids"])
-                            for g in generations for t in g.texts)
-    if out_dir is not None:
-        _write_json(out_dir / f"{language}.generations.json",
-                    [{"task_id": p.task_id, "texts": g.texts, "truncated": g.truncated, "skipped": g.skipped,
-                      "tokens": g.tokens, "completion": c}
-                     for p, g, c in zip(problems, generations, completions, strict=True)])
-        with (out_dir / "generation_ledger.jsonl").open("a") as ledger:  # what was generated, when: resume tests
-            ledger.write(json.dumps({"language": language, "pid": os.getpid(), "time": time.time()}) + "\n")
-    return Generated(language, problems, generations, completions)
+                            for g in done.generations for t in g.texts)
+    if out_dir is None:
+        return
+    _write_json(out_dir / f"{done.language}.generations.json",
+                [{"task_id": p.task_id, "texts": g.texts, "truncated": g.truncated, "skipped": g.skipped,
+                  "tokens": g.tokens, "completions": c}
+                 for p, g, c in zip(done.problems, done.generations, done.completions, strict=True)])
+    with (out_dir / "generation_ledger.jsonl").open("a") as ledger:  # what was generated, when: resume tests
+        ledger.write(json.dumps({"language": done.language, "pid": os.getpid(), "time": time.time()}) + "\n")
 
 
-def execute_language(done: Generated, spec: EvaluationSpec, workers: int | None = None) -> list[Verdict | None]:
-    """Verdicts in problem order; None for a prompt that was never generated (`prompt_too_long`)."""
+def execute_language(done: Generated, spec: EvaluationSpec, workers: int | None = None
+                     ) -> list[list[Verdict | None]]:
+    """Verdicts per problem and sample; None for a prompt that was never generated (`prompt_too_long`)."""
     limits = Limits(timeout_s=spec.timeout_s)
-    runnable = [i for i, g in enumerate(done.generations) if g.skipped is None]
+    runnable = [(i, j) for i, g in enumerate(done.generations) if g.skipped is None
+                for j in range(len(done.completions[i]))]
     problems = done.problems
-    programs = [assemble(problems[i].prompt, done.completions[i], problems[i].test, done.language,
+    programs = [assemble(problems[i].prompt, done.completions[i][j], problems[i].test, done.language,
                          problems[i].entry_point, problems[i].task_id).model_copy(update={"limits": limits})
-                for i in runnable]
-    verdicts: list[Verdict | None] = [None] * len(problems)
-    for i, verdict in zip(runnable, execute(programs, workers=workers or spec.workers,
-                                            allow_unsandboxed=spec.allow_unsandboxed), strict=True):
-        verdicts[i] = verdict
+                for i, j in runnable]
+    verdicts: list[list[Verdict | None]] = [[None] * max(1, len(c)) for c in done.completions]
+    for (i, j), verdict in zip(runnable, execute(programs, workers=workers or spec.workers,
+                                                 allow_unsandboxed=spec.allow_unsandboxed), strict=True):
+        verdicts[i][j] = verdict
     return verdicts
 
 
-def score_language(model, tokenizer, done: Generated, verdicts: Sequence[Verdict | None],
-                   refs: dict[str, list[str]], stats: Stage3Stats) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics of one eval language and one record per problem (completion, verdict)."""
+def pass_metrics(counts: Sequence[tuple[int, int]], ks: Sequence[int]) -> dict[str, float]:
+    """`pass_at_<k>` (Chen et al.'s unbiased estimator, averaged over problems) for every k that no problem
+    has fewer samples than; (n samples, c correct) per problem."""
+    fewest = min((n for n, _ in counts), default=0)
+    return {f"pass_at_{k}": mean_pass_at_k(counts, k) for k in ks if k <= fewest}
+
+
+def score_language(model, tokenizer, done: Generated, verdicts: Sequence[Sequence[Verdict | None]],
+                   refs: dict[str, list[str]], stats: Stage3Stats, ks: Sequence[int] = (1,)
+                   ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics of one eval language and one record per problem and sample (completion, verdict). Without
+    a model (scoring a samples file) there is no `ref_nll`."""
     problems, generations = done.problems, done.generations
     pairs = [(p.prompt, r) for p in problems for r in refs.get(p.task_id, [])]
     start = time.perf_counter()
-    nll = reference_nll(model, tokenizer, pairs) if pairs else math.nan
+    nll = reference_nll(model, tokenizer, pairs) if pairs and model is not None else math.nan
     stats.ref_nll_s += time.perf_counter() - start
-    passed = [v is not None and v.status == "passed" for v in verdicts]
+    samples = [v for per in verdicts for v in per]
+    counts = [(len(per), sum(v is not None and v.status == "passed" for v in per)) for per in verdicts]
     n = len(problems)
-    runnable = [g for g in generations if g.skipped is None]
+    runnable = [t for g in generations if g.skipped is None for t in g.truncated]
     metrics = {
-        "pass_at_1": sum(pass_at_k(1, int(ok), 1) for ok in passed) / n,
-        "compile_rate": sum(v is not None and v.compiled for v in verdicts) / n,
+        **pass_metrics(counts, ks),
+        "compile_rate": sum(v is not None and v.compiled for v in samples) / max(1, len(samples)),
         "ref_nll": nll,
-        "truncated_rate": sum(g.truncated[0] for g in runnable) / n,
-        "n_prompt_too_long": float(n - len(runnable)),
+        "truncated_rate": sum(runnable) / max(1, len(samples)),
+        "n_prompt_too_long": float(sum(g.skipped is not None for g in generations)),
         "n_problems": float(n),
+        "n_samples": float(max((len(per) for per in verdicts), default=0)),
         "n_references": float(len(pairs)),
     }
-    records = [record(p, g, c, v) for p, g, c, v in zip(problems, generations, done.completions, verdicts,
-                                                         strict=True)]
+    records = [record(p, g, j, c, v) for p, g, cs, vs in zip(problems, generations, done.completions, verdicts,
+                                                              strict=True)
+               for j, (c, v) in enumerate(zip(cs or [""], vs, strict=True))]
     return metrics, records
 
 
@@ -181,14 +250,17 @@ def evaluate_language(model, tokenizer, language: str, spec: EvaluationSpec, eva
     done = generate_language(model, tokenizer, language, problems, spec, None, stats)
     limits = Limits(timeout_s=spec.timeout_s)
     refs = verified_references(language, done.problems, data_dir, reference_dir, limits, spec.allow_unsandboxed)
-    return score_language(model, tokenizer, done, execute_language(done, spec), refs, stats)
+    return score_language(model, tokenizer, done, execute_language(done, spec), refs, stats, spec.ks)
 
 
-def record(problem: Problem, generation: Generation, completion: str, verdict: Verdict | None) -> dict[str, Any]:
-    """One line of a trial's completions file; a prompt that was never generated has its reason as status."""
-    row = {"task_id": problem.task_id, "completion": completion, "truncated": bool(generation.truncated[0])}
-    if completion != generation.texts[0]:
-        row["reply"] = generation.texts[0]  # chat format: what the model said, before code extraction
+def record(problem: Problem, generation: Generation, sample: int, completion: str,
+           verdict: Verdict | None) -> dict[str, Any]:
+    """One line of a completions file (one sample of one problem); a prompt that was never generated has
+    its reason as status."""
+    row = {"task_id": problem.task_id, "sample": sample, "completion": completion,
+           "truncated": bool(generation.truncated[sample]) if generation.truncated else False}
+    if generation.texts and completion != generation.texts[sample]:
+        row["reply"] = generation.texts[sample]  # chat format: what the model said, before code extraction
     if verdict is None:
         return {**row, "status": generation.skipped, "compile_s": 0.0, "run_s": 0.0, "stderr": ""}
     return {**row, "status": verdict.status, "compile_s": verdict.compile_s, "run_s": verdict.run_s,
@@ -211,55 +283,65 @@ def as_ref(model: ModelRef | Path | str) -> ModelRef:
     return model if isinstance(model, ModelRef) else ModelRef(name=str(model))
 
 
-def fingerprint(model: ModelRef | Path | str, languages: Sequence[str], spec: EvaluationSpec,
-                eval_problems: int | None) -> str:
+def eval_problems(languages: Sequence[str], limit: int | None, data_dir: Path) -> dict[str, list[Problem]]:
+    """MBXP's test problems of each language (the first `limit`): what a sweep trial evaluates on."""
+    return {lang: load_problems(lang, split="test", data_dir=data_dir, limit=limit) for lang in languages}
+
+
+def fingerprint(model: ModelRef | Path | str, problems: dict[str, list[Problem]], spec: EvaluationSpec) -> str:
     """What the saved files of a stage 3 depend on: a trial dir outlives a change of the sweep file."""
-    return stable_hash({"model": as_ref(model).model_dump(), "languages": list(languages),
-                        "spec": spec.model_dump(mode="json", exclude={"workers", "cpus"}), "n": eval_problems})
+    tasks = {lang: stable_hash([[p.task_id, p.prompt, p.test] for p in items]) for lang, items in problems.items()}
+    return stable_hash({"model": as_ref(model).model_dump(), "problems": tasks,
+                        "spec": spec.model_dump(mode="json", exclude={"workers", "cpus"})})
 
 
-def prepare_out_dir(out_dir: Path, key: str) -> None:
-    """`out_dir` holding only files of this fingerprint: those of another model or spec are removed."""
+def prepare_out_dir(out_dir: Path, key: str) -> bool:
+    """`out_dir` holding only files of this fingerprint: those of another model or spec are removed. True
+    if it already held files of this one (a resumed run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = out_dir / "FINGERPRINT"
     if stamp.is_file() and stamp.read_text().strip() == key:
-        return
+        return True
     for path in out_dir.iterdir():
         if path.is_file():
             path.unlink()
     stamp.write_text(key + "\n")
+    return False
 
 
-def evaluate_model(model: ModelRef | Path | str, languages: Sequence[str], spec: EvaluationSpec,
-                   eval_problems: int | None, data_dir: Path, reference_dir: Path, out_dir: Path | None = None,
-                   stats: Stage3Stats | None = None
+RowsDone = Callable[[str, int], None]  # (language, samples just generated): progress bars
+
+
+def evaluate_model(model: ModelRef | Path | str, problems: dict[str, list[Problem]], spec: EvaluationSpec,
+                   data_dir: Path, reference_dir: Path, out_dir: Path | None = None,
+                   stats: Stage3Stats | None = None, progress: RowsDone | None = None
                    ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, Any]]]]:
     """Every language, overlapped: generation in this thread, execution and reference checks in the
     background; finished languages in `out_dir` are reused as they are."""
     stats = stats if stats is not None else Stage3Stats()
     start = time.perf_counter()
     if out_dir is not None:
-        prepare_out_dir(out_dir, fingerprint(model, languages, spec, eval_problems))
-    finished = {lang: saved for lang in languages
+        prepare_out_dir(out_dir, fingerprint(model, problems, spec))
+    finished = {lang: saved for lang in problems
                 if (saved := _read_json(out_dir / f"{lang}.json" if out_dir else None)) is not None}
     stats.reused_languages = list(finished)
-    todo = [lang for lang in languages if lang not in finished]
+    todo = {lang: items for lang, items in problems.items() if lang not in finished}
     if todo:
         loaded, tokenizer = load_for_eval(model, spec)
         stats.load_s = time.perf_counter() - start
-        finished.update(_overlapped(loaded, tokenizer, todo, spec, eval_problems, data_dir, reference_dir,
-                                    out_dir, stats))
+        finished.update(_overlapped(loaded, tokenizer, todo, spec, data_dir, reference_dir, out_dir, stats,
+                                    progress))
     stats.wall_s = time.perf_counter() - start
-    return ({lang: finished[lang]["metrics"] for lang in languages},
-            {lang: finished[lang]["records"] for lang in languages})
+    return ({lang: finished[lang]["metrics"] for lang in problems},
+            {lang: finished[lang]["records"] for lang in problems})
 
 
-def _overlapped(model, tokenizer, languages: Sequence[str], spec: EvaluationSpec, eval_problems: int | None,
-                data_dir: Path, reference_dir: Path, out_dir: Path | None, stats: Stage3Stats
+def _overlapped(model, tokenizer, problems: dict[str, list[Problem]], spec: EvaluationSpec, data_dir: Path,
+                reference_dir: Path, out_dir: Path | None, stats: Stage3Stats, progress: RowsDone | None
                 ) -> dict[str, dict[str, Any]]:
     limits = Limits(timeout_s=spec.timeout_s)
     results: dict[str, dict[str, Any]] = {}
-    problems = {lang: load_problems(lang, split="test", data_dir=data_dir, limit=eval_problems) for lang in languages}
+    languages = list(problems)
     # one thread checks references (cached after the first trial), one drives the executor: neither waits
     # behind the other, and this thread keeps the model busy
     with ThreadPoolExecutor(1, thread_name_prefix="stage3-refs") as ref_pool, \
@@ -269,18 +351,20 @@ def _overlapped(model, tokenizer, languages: Sequence[str], spec: EvaluationSpec
                                   spec.allow_unsandboxed) for lang in languages}
         runs: list[tuple[Generated, Future]] = []
         workers = overlap_workers(spec)
+
+        def execute_soon(done: Generated) -> None:
+            _raise_if_failed([f for _, f in runs] + list(refs.values()))  # a broken sandbox: now, not later
+            runs.append((done, exec_pool.submit(execute_language, done, spec, workers)))
+
         try:
-            for language in languages:
-                _raise_if_failed([f for _, f in runs] + list(refs.values()))  # a broken sandbox: now, not later
-                done = generate_language(model, tokenizer, language, problems[language], spec, out_dir, stats)
-                runs.append((done, exec_pool.submit(execute_language, done, spec, workers)))
+            generate_languages(model, tokenizer, problems, spec, out_dir, stats, execute_soon, progress)
         except BaseException:
             ref_pool.shutdown(cancel_futures=True)
             exec_pool.shutdown(cancel_futures=True)
             raise
         for done, verdicts in runs:
             metrics, records = score_language(model, tokenizer, done, verdicts.result(),
-                                              refs[done.language].result(), stats)
+                                              refs[done.language].result(), stats, spec.ks)
             results[done.language] = {"metrics": metrics, "records": records}
             if out_dir is not None:
                 _write_json(out_dir / f"{done.language}.json", results[done.language])

@@ -89,6 +89,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                                                        "sweep": sweep.model_dump(mode="json")}, indent=1))
     try:
         model_dir, val_loss = train_stages(sweep, ctx, cell, run)
+        # `itt-sweep eval --model <trial dir>` finds the trained model through this
+        (trial_dir / "model.json").write_text(json.dumps({"model": str(model_dir)}) + "\n")
         tune.report({"stage": "eval", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss})
         metrics, records = run_stage3(sweep, model_dir, ctx, trial_dir)
     except BaseException:
@@ -128,10 +130,11 @@ def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any], trial_d
     (the trial itself holds only its CPUs); on CPU sweeps, in the trial process, which holds
     `evaluation.cpus` CPUs (driver.trainable) and generates with as many threads. Per-language results go to
     `<trial>/stage3/` as they finish, so a restarted trial continues stage 3 where it stopped."""
-    from itt_sweep.evaluate.stage3 import evaluate_model
+    from itt_sweep.evaluate.stage3 import eval_problems, evaluate_model
 
-    args = (ModelRef(name=str(model_dir)), sweep.eval_languages, sweep.evaluation, sweep.data.eval_problems,
-            Path(ctx["data_dir"]), Path(ctx["storage_root"]) / "references", trial_dir / "stage3")
+    data_dir = Path(ctx["data_dir"])
+    args = (ModelRef(name=str(model_dir)), eval_problems(sweep.eval_languages, sweep.data.eval_problems, data_dir),
+            sweep.evaluation, data_dir, Path(ctx["storage_root"]) / "references", trial_dir / "stage3")
     if not sweep.training.use_gpu:
         return evaluate_model(*args)
     import ray

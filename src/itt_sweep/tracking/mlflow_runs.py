@@ -7,7 +7,9 @@ sweep or trial logs into the run it had, never a second one. Trials log from the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,25 @@ def flatten(prefix: str, nested: dict[str, Any]) -> dict[str, Any]:
         name = f"{prefix}.{key}" if prefix else str(key)
         out.update(flatten(name, value) if isinstance(value, dict) else {name: value})
     return out
+
+
+def log_eval_run(uri: str, experiment: str, run_name: str, params: dict[str, Any],
+                 metrics: dict[str, dict[str, float | None]], artifacts: Sequence[Path]) -> str:
+    """One finished MLflow run for an `itt-sweep eval`: flattened params, `eval/<language>/<metric>` as in
+    sweep trials (so the UI compares them side by side), the output files as artifacts; returns its id."""
+    from mlflow.entities import Metric, Param
+
+    check_reachable(uri)
+    client = client_for(absolute_uri(uri))
+    run_id = client.create_run(experiment_id(client, experiment), run_name=run_name,
+                               tags={"itt.role": "eval"}).info.run_id
+    now = int(time.time() * 1000)
+    rows = [Metric(f"eval/{lang}/{name}", float(value), now, 0) for lang, per in metrics.items()
+            for name, value in per.items() if value is not None and math.isfinite(value)]
+    flat = [Param(key, str(value)[:6000]) for key, value in flatten("", params).items()]
+    for start in range(0, max(len(rows), len(flat)), 100):  # MLflow's batch limits
+        client.log_batch(run_id, metrics=rows[start:start + 100], params=flat[start:start + 100])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id)
+    return run_id
