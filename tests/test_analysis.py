@@ -175,6 +175,24 @@ def test_sampled_sweeps_get_a_heatmap_per_pass_at_k(records, tmp_path):
     assert not any("n_problems" in name for name in names)
 
 
+def test_deltas_against_the_compute_matched_control_when_asked(records, tmp_path):
+    """`--baseline target_control`: the control row is the baseline, `none` becomes a row (none - control)."""
+    control = {0: {"python": 0.25, "java": 0.06, "ruby": 0.03}, 1: {"python": 0.20, "java": 0.08, "ruby": 0.06}}
+    records += [make_record("target_control", seed, values) for seed, values in control.items()]
+    default = transfer_matrix(to_frame(records), "python", "pass_at_1")
+    assert list(default.index) == ["target_control", "conala_nl2python", "all"]  # control first after none
+    matrix = transfer_matrix(to_frame(records), "python", "pass_at_1", baseline="target_control")
+    assert list(matrix.index) == ["none", "conala_nl2python", "all"]
+    conala = [PASS_AT_1[("conala_nl2python", s)]["python"] - control[s]["python"] for s in (0, 1)]
+    assert matrix.loc["conala_nl2python", "python"] == pytest.approx(sum(conala) / 2)
+    assert matrix.loc["none", "java"] == pytest.approx((0.05 - 0.06 + 0.07 - 0.08) / 2)
+    paths = write_outputs(to_frame(records), tmp_path, baseline="target_control")
+    assert "vs target_control" in (tmp_path / "transfer_python_pass_at_1.md").read_text()
+    assert {p.name for p in paths} >= {"heatmap_python_pass_at_1.png", "absolute_python_pass_at_1.csv"}
+    absolute = (tmp_path / "absolute_python_pass_at_1.csv").read_text().splitlines()
+    assert absolute[1].startswith("target_control,")  # the baseline row first
+
+
 def test_transfer_csv_round_trips_with_missing_cells(records, tmp_path):
     del records[-1]["eval"]["java"], records[-2]["eval"]["java"]
     frame = to_frame(records)

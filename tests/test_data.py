@@ -130,10 +130,10 @@ def test_every_task_loads_train_and_validation_of_its_kind(shared_data, name):
         assert len({ex.id for ex in examples}) == len(examples)
 
 
-def test_task_names_are_none_then_the_seven_tasks_then_all():
+def test_task_names_are_none_then_the_seven_tasks_then_the_control_then_all():
     names = task_names()
-    assert names[0] == NONE and names[-1] == ALL
-    assert names[1:-1] == sorted(INTERMEDIATE_TASKS) and len(names) == 9
+    assert names[0] == NONE and names[-1] == ALL and names[-2] == tasks.CONTROL
+    assert names[1:-2] == sorted(INTERMEDIATE_TASKS) and len(names) == 10
     assert all(task.folder == task.name for task in INTERMEDIATE_TASKS.values())
 
 
@@ -164,6 +164,30 @@ def test_stage_keys_change_with_the_data_files_not_only_the_task_version(shared_
         f.write("\n")
     assert data_fingerprint(cell, True, copy) != before[0]
     assert data_fingerprint(cell, False, copy) == before[1]
+
+
+def test_the_control_trains_stage_1_on_the_source_languages_stage_2_pairs(shared_data, tmp_path):
+    """Compute-matched: the same pairs stage 2 trains on, for stage 1's steps; keyed by the source language."""
+    from itt_sweep.config import Cell, TrainingSpec
+    from itt_sweep.train.job import StageData, StageJob
+    from itt_sweep.train.stage_data import stage_pairs, target_pairs
+
+    def job(kind: str, language: str) -> StageJob:
+        data = StageData(kind=kind, task=tasks.CONTROL if kind == "intermediate" else None, source_language=language,
+                         train_limit=20, val_limit=5, data_dir=str(shared_data))
+        return StageJob.model_validate({"key": "k", "stage_name": kind, "init_model": {"name": "m"}, "seed": 0,
+                                        "bf16": False, "stage": {"steps": 20}, "training": TrainingSpec(),
+                                        "data": data})
+
+    control, target = stage_pairs(job("intermediate", "java")), stage_pairs(job("target", "java"))
+    assert control == target and control[0] == target_pairs("java", "train", shared_data, 20)
+    assert tasks.task_files(tasks.CONTROL, shared_data, "java") == [mbxp.problems_file("java", shared_data)]
+    with pytest.raises(ValueError, match="MBPP train problems"):
+        load_task_examples(tasks.CONTROL, "train", shared_data)
+    from itt_sweep.sweep.trial import data_fingerprint
+
+    keys = {lang: data_fingerprint(Cell(tasks.CONTROL, lang, 0), True, shared_data) for lang in ("python", "java")}
+    assert keys["python"] != keys["java"]  # one control stage 1 per source language, never shared
 
 
 def test_none_has_no_examples(shared_data):

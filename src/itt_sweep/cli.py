@@ -75,7 +75,8 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
         return 1
     print(f"{len(records)} trial record(s) from {origin}", file=sys.stderr)
     out = Path(args.out) if args.out else sweep_dir / "heatmaps"
-    for path in write_outputs(to_frame(records), out, n_bootstrap=args.bootstrap, min_seeds=args.min_seeds):
+    for path in write_outputs(to_frame(records), out, n_bootstrap=args.bootstrap, min_seeds=args.min_seeds,
+                              baseline=args.baseline):
         print(path)
     return 0
 
@@ -180,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-run-id", help="default: the run tagged itt.role=sweep, itt.sweep=<sweep name>")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per cell (default 2000)")
     p.add_argument("--min-seeds", type=int, default=3, help="fewest seeds for a CI (default 3)")
+    p.add_argument("--baseline", default="none", help="the row deltas are against: none (default) or "
+                                                      "target_control, the compute-matched control")
     p.set_defaults(func=cmd_heatmap)
     p = sub.add_parser("sync", help="deliver MLflow calls queued while the tracking server was down")
     p.add_argument("sweep_dir")

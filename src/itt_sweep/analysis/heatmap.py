@@ -20,7 +20,7 @@ from seaborn.utils import relative_luminance
 
 from itt_sweep.analysis.intervals import TransferTable
 from itt_sweep.analysis.tables import MARK, MISSING, cell_labels
-from itt_sweep.analysis.transfer import AVERAGE_COLUMN
+from itt_sweep.analysis.transfer import AVERAGE_COLUMN, baseline_name
 
 MISSING_COLOUR = "#c8c8c8"
 
@@ -102,7 +102,7 @@ def heatmap_title(table: TransferTable, lower_is_better: bool) -> str:
     direction = "lower is better" if lower_is_better else "higher is better"
     percent = round(table.confidence * 100)
     return (
-        f"{table.metric} after training on {table.source_language}: Δ vs no intermediate task\n"
+        f"{table.metric} after training on {table.source_language}: Δ vs {baseline_name(table.baseline)}\n"
         f"mean over {seeds} ({direction}; blue = improvement)\n"
         f"[{percent}% bootstrap CI over seeds]; {MARK} = CI excludes 0; no CI below {table.min_seeds} seeds"
     )

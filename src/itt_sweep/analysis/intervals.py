@@ -26,7 +26,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from itt_sweep.analysis.transfer import AVERAGE_COLUMN, paired_deltas, transfer_matrix
+from itt_sweep.analysis.transfer import AVERAGE_COLUMN, BASELINE_TASK, paired_deltas, transfer_matrix
 
 N_BOOTSTRAP = 2000
 CONFIDENCE = 0.95
@@ -45,6 +45,7 @@ class TransferTable:
     n_seeds: pd.DataFrame
     confidence: float = CONFIDENCE
     min_seeds: int = MIN_SEEDS_FOR_CI
+    baseline: str = BASELINE_TASK  # the row the deltas are against
 
     @cached_property
     def significant(self) -> pd.DataFrame:
@@ -81,14 +82,15 @@ def transfer_table(
     n_bootstrap: int = N_BOOTSTRAP,
     confidence: float = CONFIDENCE,
     min_seeds: int = MIN_SEEDS_FOR_CI,
+    baseline: str = BASELINE_TASK,
 ) -> TransferTable:
     """The transfer matrix of `transfer.transfer_matrix` plus a bootstrap interval for every cell."""
     if min_seeds < 2:
         raise ValueError(
             f"min_seeds must be at least 2 (one seed has no spread to resample), got {min_seeds}"
         )
-    mean, counts = transfer_matrix(frame, source_language, metric, return_counts=True)
-    deltas = paired_deltas(frame, source_language, metric)
+    mean, counts = transfer_matrix(frame, source_language, metric, return_counts=True, baseline=baseline)
+    deltas = paired_deltas(frame, source_language, metric, baseline)
     languages = [column for column in mean.columns if column != AVERAGE_COLUMN]
     low = pd.DataFrame(np.nan, index=mean.index, columns=mean.columns)
     high = low.copy()
@@ -104,7 +106,7 @@ def transfer_table(
         enough = counts.loc[task].to_numpy() >= min_seeds
         low.loc[task] = np.where(enough, bounds[0], np.nan)
         high.loc[task] = np.where(enough, bounds[1], np.nan)
-    return TransferTable(source_language, metric, mean, low, high, counts, confidence, min_seeds)
+    return TransferTable(source_language, metric, mean, low, high, counts, confidence, min_seeds, baseline)
 
 
 def _bootstrap_bounds(per_seed: np.ndarray, n_bootstrap: int, confidence: float, key: str) -> np.ndarray:

@@ -24,16 +24,19 @@ from itt_sweep.analysis.transfer import absolute_matrix, language_order
 
 
 def write_outputs(
-    frame: pd.DataFrame, out_dir: Path, n_bootstrap: int = N_BOOTSTRAP, min_seeds: int = MIN_SEEDS_FOR_CI
+    frame: pd.DataFrame, out_dir: Path, n_bootstrap: int = N_BOOTSTRAP, min_seeds: int = MIN_SEEDS_FOR_CI,
+    baseline: str = transfer.BASELINE_TASK,
 ) -> list[Path]:
-    """Write every output file for `frame` (see the module docstring); returns the paths written."""
+    """Write every output file for `frame` (see the module docstring); returns the paths written. Deltas are
+    against `baseline`: `none`, or the compute-matched control (`target_control`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for source, metric in result_pairs(frame):
-        absolute = absolute_matrix(frame, source, metric)
+        absolute = absolute_matrix(frame, source, metric, baseline)
         written.append(_write_matrix(absolute, out_dir / f"absolute_{source}_{metric}.csv"))
-        table = transfer_table(frame, source, metric, n_bootstrap=n_bootstrap, min_seeds=min_seeds)
+        table = transfer_table(frame, source, metric, n_bootstrap=n_bootstrap, min_seeds=min_seeds,
+                               baseline=baseline)
         if table.mean.empty:
             continue
         written += write_table(table, out_dir)

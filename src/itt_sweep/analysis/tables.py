@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from itt_sweep.analysis.intervals import TransferTable
+from itt_sweep.analysis.transfer import baseline_name
 
 MARK = "*"
 MISSING = "n/a"
@@ -57,9 +58,9 @@ def cell_labels(table: TransferTable) -> CellLabels:
 def caption(table: TransferTable) -> str:
     percent = round(table.confidence * 100)
     return (
-        f"Δ {table.metric} vs no intermediate task, source language {table.source_language}: mean over seeds "
-        f"[{percent}% bootstrap CI over seeds]; {MARK} = CI excludes 0; no CI below {table.min_seeds} seeds; "
-        f"{MISSING} = not measured."
+        f"Δ {table.metric} vs {baseline_name(table.baseline)}, source language {table.source_language}: mean "
+        f"over seeds [{percent}% bootstrap CI over seeds]; {MARK} = CI excludes 0; no CI below "
+        f"{table.min_seeds} seeds; {MISSING} = not measured."
     )
 
 

@@ -17,10 +17,12 @@ from collections.abc import Iterable
 import pandas as pd
 
 from itt_sweep.data.mbxp import LANGUAGES as MBXP_LANGUAGES
+from itt_sweep.data.tasks import CONTROL
 
 METRICS = ("pass_at_1", "compile_rate", "ref_nll")  # always there; pass_at_<k> too with sampling
 LOWER_IS_BETTER = frozenset({"ref_nll"})
 BASELINE_TASK = "none"
+CONTROL_TASK = CONTROL  # the compute-matched control, the other baseline `--baseline` can take
 MIXTURE_TASK = "all"
 AVERAGE_COLUMN = "avg"
 
@@ -38,14 +40,21 @@ def lower_is_better(metric: str) -> bool:
     return metric in LOWER_IS_BETTER
 
 
-def paired_deltas(frame: pd.DataFrame, source_language: str, metric: str) -> pd.DataFrame:
-    """Per-seed deltas against the `none` trial with the same source and seed.
+def baseline_name(baseline: str) -> str:
+    """How tables and titles name what the deltas are against."""
+    return "no intermediate task" if baseline == BASELINE_TASK else baseline
+
+
+def paired_deltas(frame: pd.DataFrame, source_language: str, metric: str,
+                  baseline_task: str = BASELINE_TASK) -> pd.DataFrame:
+    """Per-seed deltas against the baseline trial (`none`, or the compute-matched control) with the same
+    source and seed.
 
     The matrix is their mean; confidence intervals (bootstrap over seeds) start from the same rows.
     Columns: intermediate_task, seed, eval_language, delta.
     """
     subset = _select(frame, source_language, metric)
-    is_baseline = subset["intermediate_task"] == BASELINE_TASK
+    is_baseline = subset["intermediate_task"] == baseline_task
     baseline = subset.loc[is_baseline, ["seed", "eval_language", "value"]]
     baseline = baseline.rename(columns={"value": "baseline"})
     paired = subset.loc[~is_baseline].merge(baseline, on=["seed", "eval_language"], how="inner")
@@ -54,7 +63,8 @@ def paired_deltas(frame: pd.DataFrame, source_language: str, metric: str) -> pd.
 
 
 def transfer_matrix(
-    frame: pd.DataFrame, source_language: str, metric: str, return_counts: bool = False
+    frame: pd.DataFrame, source_language: str, metric: str, return_counts: bool = False,
+    baseline: str = BASELINE_TASK,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Mean delta over seeds: rows = intermediate tasks (`all` last), columns = eval languages + "avg".
 
@@ -62,9 +72,9 @@ def transfer_matrix(
     smallest), so a reader can tell a 1-seed cell from a 5-seed one.
     """
     subset = _select(frame, source_language, metric)
-    tasks = task_order(subset["intermediate_task"], include_baseline=False)
+    tasks = task_order(subset["intermediate_task"], include_baseline=False, baseline=baseline)
     languages = language_order(subset["eval_language"])
-    deltas = paired_deltas(frame, source_language, metric)
+    deltas = paired_deltas(frame, source_language, metric, baseline)
     grouped = deltas.groupby(["intermediate_task", "eval_language"])["delta"]
     matrix = _with_average(_grid(grouped.mean(), tasks, languages))
     if not return_counts:
@@ -74,20 +84,23 @@ def transfer_matrix(
     return matrix, counts
 
 
-def absolute_matrix(frame: pd.DataFrame, source_language: str, metric: str) -> pd.DataFrame:
-    """Raw metric, mean over seeds, `none` row first: the numbers the deltas were taken from."""
+def absolute_matrix(frame: pd.DataFrame, source_language: str, metric: str,
+                    baseline: str = BASELINE_TASK) -> pd.DataFrame:
+    """Raw metric, mean over seeds, the baseline row first: the numbers the deltas were taken from."""
     subset = _select(frame, source_language, metric)
-    tasks = task_order(subset["intermediate_task"], include_baseline=True)
+    tasks = task_order(subset["intermediate_task"], include_baseline=True, baseline=baseline)
     languages = language_order(subset["eval_language"])
     means = subset.groupby(["intermediate_task", "eval_language"])["value"].mean()
     return _with_average(_grid(means, tasks, languages))
 
 
-def task_order(tasks: pd.Series, include_baseline: bool) -> list[str]:
-    """Sorted task names, `none` first (if kept) and the `all` mixture last, so tables line up across runs."""
+def task_order(tasks: pd.Series, include_baseline: bool, baseline: str = BASELINE_TASK) -> list[str]:
+    """Sorted task names, the baseline first (if kept), then `none` and the control when they are not the
+    baseline, and the `all` mixture last, so tables line up across runs."""
     present = set(tasks)
-    middle = sorted(present - {BASELINE_TASK, MIXTURE_TASK})
-    head = [BASELINE_TASK] if include_baseline and BASELINE_TASK in present else []
+    firsts = [task for task in (BASELINE_TASK, CONTROL_TASK) if task != baseline and task in present]
+    middle = firsts + sorted(present - {baseline, MIXTURE_TASK, *firsts})
+    head = [baseline] if include_baseline and baseline in present else []
     tail = [MIXTURE_TASK] if MIXTURE_TASK in present else []
     return head + middle + tail
 

@@ -13,12 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from itt_sweep.data.mbxp import LANGUAGES
+from itt_sweep.data.mbxp import LANGUAGES, problems_file
 from itt_sweep.data.paths import data_dir as resolve_data_dir
 from itt_sweep.data.paths import read_jsonl, require_file
 
 NONE = "none"
 ALL = "all"
+# The compute-matched control: stage 1 trains, for as many steps as any intermediate task, on the target
+# task's own training data (the source language's MBPP train problems, the stage-2 pairs). It separates
+# "more training" from "intermediate-task data": a task that only beats `none` but not this row has shown
+# no more than extra steps can give.
+CONTROL = "target_control"
+CONTROL_VERSION = "target_control-1"
 KINDS = ("nl_to_code", "code_to_nl", "code_translation", "code_repair")
 MIXTURE_VERSION = "mix-1"
 
@@ -193,8 +199,9 @@ INTERMEDIATE_TASKS: dict[str, IntermediateTask] = dict(
 
 
 def task_names() -> list[str]:
-    """Every name a sweep may use for the intermediate task, `none` first and `all` last."""
-    return [NONE, *sorted(INTERMEDIATE_TASKS), ALL]
+    """Every name a sweep may use for the intermediate task, `none` first, then the registry, the control
+    and `all` last."""
+    return [NONE, *sorted(INTERMEDIATE_TASKS), CONTROL, ALL]
 
 
 def check_task(name: str) -> str:
@@ -221,6 +228,9 @@ def load_task_examples(
     check_task(name)
     if name == NONE:
         return []
+    if name == CONTROL:
+        raise ValueError(f"{CONTROL} has no examples of its own: stage 1 takes the source language's MBPP train "
+                         "problems (train.stage_data)")
     if name != ALL:
         return INTERMEDIATE_TASKS[name].load(split, data_dir, limit)
     parts = [task for task in INTERMEDIATE_TASKS.values() if split in task.splits]
@@ -263,19 +273,24 @@ def mixture_quotas(sizes: Mapping[str, int], limit: int | None) -> dict[str, int
 def task_version(name: str) -> str:
     """The version string of a task for cache keys; `all` names its mixing rule and every part."""
     check_task(name)
-    if name == NONE:
-        return NONE
+    if name in (NONE, CONTROL):
+        return CONTROL_VERSION if name == CONTROL else NONE
     if name == ALL:
         parts = ",".join(INTERMEDIATE_TASKS[part].version for part in sorted(INTERMEDIATE_TASKS))
         return f"{ALL}:{MIXTURE_VERSION}[{parts}]"
     return INTERMEDIATE_TASKS[name].version
 
 
-def task_files(name: str, data_dir: Path | None = None) -> list[Path]:
-    """The data files a task (or every part of `all`) reads; none for `none`."""
+def task_files(name: str, data_dir: Path | None = None, source_language: str | None = None) -> list[Path]:
+    """The data files a task (or every part of `all`) reads; none for `none`; the source language's MBXP
+    file for the control."""
     check_task(name)
     if name == NONE:
         return []
+    if name == CONTROL:
+        if source_language is None:
+            raise ValueError(f"{CONTROL} reads the source language's problems: name the source language")
+        return [problems_file(source_language, data_dir)]
     tasks = INTERMEDIATE_TASKS.values() if name == ALL else [INTERMEDIATE_TASKS[name]]
     return [path for task in tasks for path in task.files(data_dir)]
 

@@ -14,9 +14,11 @@ On CPU (or with `cuda_graph=False`) the same step runs eagerly.
 Sampling (pass@k) draws each row's token from its own generator, seeded by the caller per (problem, sample),
 so a sample never depends on which other rows share its batch. Stops are checked every `check_every` steps
 with one host transfer of the new columns for the whole batch. `generate_queue` (what stage 3 runs) batches
-continuously: at each check a slot whose row ended takes the next waiting prompt, whose prefill's keys and
-values go into the columns left of the shared write column, so a batch does not run at the speed of its
-longest completion. Once no prompt waits and at most half the rows are still running, the finished ones are
+continuously: every prompt is prefilled alone (no padding to the longest, which on a CPU doubled the prefill
+cost) and its keys and values go into the columns left of the shared write column; at each check a slot
+whose row ended takes the next waiting prompt, so a batch does not run at the speed of its longest
+completion, and each row may have its own token limit (stage 3 queues all languages at once and hears of
+each row as it ends, `on_done`). Once no prompt waits and at most half the rows are still running, the finished ones are
 dropped from the batch and the cache (`compact`). In fp32 on CPU neither changed a token in the tests; on a
 GPU another batch shape may run other kernels, so a near-tie can flip (the stage-3 benchmark counts them),
 and each halving costs one recapture of the graph.

@@ -14,10 +14,13 @@ context with `max_new_tokens` after it is not generated at all: it comes back wi
 Decoding is fixed here, not inherited from a checkpoint's `generation_config` (a hub model may ship a
 repetition penalty or top-k), so two models are always compared under the same decoding rule.
 
-The decoder is `fast` (`fast_generation.generate_queue`: static KV cache, a CUDA graph per token on GPUs,
-continuous batching over all prompts of a call) unless `decoder: hf` asks for Hugging Face `generate`, which is also the
-automatic fallback, with one log line, for a model the fast path cannot run. Sampling seeds each (prompt,
-sample) from its text, so results do not depend on batch composition or order.
+Prompts come in sets (`PromptSet`: one language's prompts, stops and token limit); `generate_sets` decodes
+every set of a call in one queue and reports each set as soon as its last row ends, so a caller can execute
+one language while the next decodes. The decoder is `fast` (`fast_generation.generate_queue`: static KV
+cache, a CUDA graph per token on GPUs, continuous batching over all prompts of a call) unless `decoder: hf`
+asks for Hugging Face `generate` (set by set), which is also the automatic fallback, with one log line, for
+a model the fast path cannot run. Sampling seeds each (prompt, sample) from its tokens, so results do not
+depend on batch composition or order.
 """
 
 from __future__ import annotations

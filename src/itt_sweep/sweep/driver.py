@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from itt_sweep.config import SweepConfig, SweepFileError, load_sweep, trial_count
+from itt_sweep.data.tasks import CONTROL
 from itt_sweep.sweep.prepare import in_ray_job, preflight, sweep_context
 from itt_sweep.sweep.progress import ProgressTable
 from itt_sweep.sweep.schedulers import make_scheduler
@@ -143,10 +144,16 @@ def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> SweepOutco
     log.info("transfer tables from %s: %d trial record(s)", origin, len(records))
     out = Path(ctx["sweep_dir"]) / "heatmaps"
     out.mkdir(exist_ok=True)
-    paths = write_outputs(to_frame(records), out) if records else []
+    frame = to_frame(records) if records else None
+    paths = write_outputs(frame, out) if records else []
+    extra = []  # with the compute-matched control in the matrix, the deltas against it too
+    if records and CONTROL in sweep.matrix.intermediate_tasks:
+        extra = write_outputs(frame, out / f"vs_{CONTROL}", baseline=CONTROL)
     client = client_for(ctx["tracking_uri"])
     for path in paths:
         client.log_artifact(ctx["parent_run_id"], str(path), artifact_path="heatmaps")
+    for path in extra:
+        client.log_artifact(ctx["parent_run_id"], str(path), artifact_path=f"heatmaps/vs_{CONTROL}")
     client.set_terminated(ctx["parent_run_id"], status="FAILED" if errors else "FINISHED")
     if errors:
         log.error("%d trial(s) failed: %s", len(errors), ", ".join(str(r.error)[:200] for r in errors))

@@ -15,7 +15,7 @@ from itt_sweep.config import SweepConfig, SweepFileError, stable_hash
 from itt_sweep.data.mbxp import load_problems
 from itt_sweep.data.paths import data_dir as resolve_data_dir
 from itt_sweep.data.prompts import format_example
-from itt_sweep.data.tasks import ALL, NONE, load_task_examples
+from itt_sweep.data.tasks import ALL, CONTROL, NONE, load_task_examples
 from itt_sweep.modeling import SCRATCH_VERSION, ModelRef, build_scratch, check_loadable, is_scratch
 from itt_sweep.sweep.storage import local_path, probe_uri, ray_locations
 
@@ -155,7 +155,7 @@ def scratch_corpus(sweep: SweepConfig, data: Path) -> list[str]:
     for lang in dict.fromkeys([*sweep.matrix.source_languages, *sweep.eval_languages]):
         texts += [p.prompt + (p.canonical_solution or "") for p in load_problems(lang, "train", data_dir=data)]
     for task in sweep.matrix.intermediate_tasks:
-        if task not in (NONE, ALL):
+        if task not in (NONE, ALL, CONTROL):
             texts += ["\n".join(format_example(e)) for e in load_task_examples(task, "train", data, limit=500)]
     return texts
 

@@ -14,7 +14,7 @@ from typing import Any
 from itt_sweep.config import Cell, StageSpec, SweepConfig
 from itt_sweep.data.mbxp import problems_file
 from itt_sweep.data.paths import fingerprint
-from itt_sweep.data.tasks import NONE, task_files, task_version
+from itt_sweep.data.tasks import CONTROL, NONE, task_files, task_version
 from itt_sweep.modeling import ModelRef
 from itt_sweep.sweep.storage import TRAIN_DIR
 from itt_sweep.train.job import StageData, StageJob
@@ -44,7 +44,8 @@ def stage_job(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, stage_name: s
         kind=stage_name,
         task=cell.intermediate_task if intermediate else None,
         task_version=task_version(cell.intermediate_task) if intermediate else None,
-        source_language=None if intermediate else cell.source_language,
+        # stage 1 does not depend on the source language, except the control's, which trains on its problems
+        source_language=None if intermediate and cell.intermediate_task != CONTROL else cell.source_language,
         train_limit=sweep.data.intermediate_train_examples if intermediate else sweep.data.target_train_problems,
         val_limit=sweep.data.intermediate_val_examples if intermediate else sweep.data.target_val_problems,
         files=data_fingerprint(cell, intermediate, Path(ctx["data_dir"])),
@@ -61,7 +62,7 @@ def stage_job(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, stage_name: s
 
 def data_fingerprint(cell: Cell, intermediate: bool, data_dir: Path) -> str:
     """Which copy of the data a stage reads, for its cache key (the task versions name only the mapping)."""
-    files = task_files(cell.intermediate_task, data_dir) if intermediate else \
+    files = task_files(cell.intermediate_task, data_dir, cell.source_language) if intermediate else \
         [problems_file(cell.source_language, data_dir)]
     return fingerprint(files)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from itt_sweep.data import chat
 from itt_sweep.data.mbxp import load_problems
 from itt_sweep.data.prompts import format_example, training_pair
-from itt_sweep.data.tasks import load_task_examples
+from itt_sweep.data.tasks import CONTROL, load_task_examples
 
 if TYPE_CHECKING:
     from itt_sweep.train.job import StageJob
@@ -46,7 +46,10 @@ def stage_pairs(job: StageJob, tokenizer: Any = None) -> tuple[Pairs, Pairs]:
     data = job.data
     data_dir = Path(data.data_dir)
     chat_tokenizer = tokenizer if job.stage.prompt_format == "chat" else None
-    if data.kind == "intermediate":
+    if data.kind == "intermediate" and data.task == CONTROL:  # the stage-2 pairs, for stage 1's steps
+        train = target_pairs(data.source_language, "train", data_dir, data.train_limit, chat_tokenizer)
+        val = target_pairs(data.source_language, "validation", data_dir, data.val_limit, chat_tokenizer)
+    elif data.kind == "intermediate":
         train = intermediate_pairs(data.task, "train", data_dir, data.train_limit, job.seed)
         val = intermediate_pairs(data.task, "validation", data_dir, data.val_limit, job.seed)
         if chat_tokenizer is not None:
