@@ -7,6 +7,7 @@ For every (source language, metric) in the results:
     transfer_<source>_<metric>.csv  one row per cell: mean, ci_low, ci_high, n_seeds, significant
     transfer_<source>_<metric>.md   Markdown table;  transfer_<source>_<metric>.tex  LaTeX (booktabs) table
     absolute_<source>_<metric>.csv  the raw metric per task (`none` first), mean over seeds
+    trials.csv                      tidy: one row per trial x eval language x metric (task, source, seed, value)
 
 A source whose only task is `none` has no transfer to show; it still gets its absolute CSV.
 """
@@ -31,7 +32,10 @@ def write_outputs(
     against `baseline`: `none`, or the compute-matched control (`target_control`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    tidy = out_dir / "trials.csv"  # every number the tables come from: trial x eval language x metric, seeds
+    frame.sort_values(["source_language", "intermediate_task", "seed", "eval_language", "metric"]).to_csv(
+        tidy, index=False)
+    written = [tidy]
     for source, metric in result_pairs(frame):
         absolute = absolute_matrix(frame, source, metric, baseline)
         written.append(_write_matrix(absolute, out_dir / f"absolute_{source}_{metric}.csv"))
