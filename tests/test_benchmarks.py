@@ -137,10 +137,11 @@ def test_stage3_benchmark_runs_both_paths_and_checks_identity(tmp_path, data_dir
     model = build_scratch("tiny", texts, tmp_path / "tiny")
     out = tmp_path / "stage3.json"
     run_script([sys.executable, "benchmarks/bench_stage3.py", "--model", str(model), "--languages",
-                "python,javascript", "--problems", "3", "--max-new-tokens", "16", "--out", str(out)],
-               timeout=900, ITT_DATA_DIR=str(data_dir))
+                "python,javascript", "--problems", "3", "--max-new-tokens", "16", "--repeats", "1", "--out",
+                str(out)], timeout=900, ITT_DATA_DIR=str(data_dir))
     report = json.loads(out.read_text())
     [run] = report["runs"]
+    assert report["medians_per_batch"]["16"]["speedup_wall"] == run["speedup_wall"]
     assert run["identity"]["other_differences"] == 0
     assert run["identity"]["identical"] + run["identity"]["near_ties"] == 6
     for path in ("previous", "product"):

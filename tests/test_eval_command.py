@@ -223,3 +223,11 @@ def test_an_interrupted_eval_continues_where_it_stopped_and_says_so(tiny_model_d
     assert sorted(ledger) == ["java", "kotlin", "python"]  # each generated once, across both runs
     assert (out / "stage3" / "python.json").stat().st_mtime_ns == python_mtime
     assert set(json.loads((out / "metrics.json").read_text())["languages"]) == {"python", "java", "kotlin"}
+
+
+def test_max_new_tokens_flag_takes_a_number_or_a_per_language_mapping():
+    from itt_sweep.cli import _per_language
+
+    assert _per_language("128") == 128
+    assert _per_language("default=128,java=160") == {"default": 128, "java": 160}
+    assert _per_language(None) is None

@@ -81,11 +81,20 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _per_language(value: str | None) -> int | dict[str, int] | str | None:
+    """`128`, or `default=128,java=160` (what `evaluation.max_new_tokens` takes as a mapping)."""
+    if value is None or "=" not in value:
+        return int(value) if value and value.isdigit() else value
+    pairs = [part.split("=", 1) for part in value.split(",")]
+    return {name.strip(): int(n) if n.strip().isdigit() else n for name, n in pairs}
+
+
 def _eval_spec(args: argparse.Namespace, ks: list[int] | None) -> EvaluationSpec:
     """The flags given, over EvaluationSpec's defaults (the same validation as a sweep file's)."""
     given = {"num_samples": args.num_samples, "temperature": args.temperature, "top_p": args.top_p,
              "pass_k": ks if args.model else None, "prompt_format": args.prompt_format,
-             "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "timeout_s": args.timeout_s,
+             "max_new_tokens": _per_language(args.max_new_tokens), "batch_size": args.batch_size,
+             "timeout_s": args.timeout_s,
              "seed": args.seed, "cpus": args.cpus, "decoder": args.decoder,
              "allow_unsandboxed": args.allow_unsandboxed or None}
     return EvaluationSpec(**{name: value for name, value in given.items() if value is not None})
@@ -214,7 +223,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--k", help="pass@k for these k, comma-separated (default 1; for --completions 1,10,100 "
                                "where every task has that many samples)")
     p.add_argument("--prompt-format", choices=("completion", "chat"))
-    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--max-new-tokens", help="N, or per language: default=128,java=160")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--timeout-s", type=float, help="per program (default 10)")
     p.add_argument("--seed", type=int, help="sampling seed (default 0)")
