@@ -231,3 +231,21 @@ def test_max_new_tokens_flag_takes_a_number_or_a_per_language_mapping():
     assert _per_language("128") == 128
     assert _per_language("default=128,java=160") == {"default": 128, "java": 160}
     assert _per_language(None) is None
+
+
+def test_ref_nll_is_the_same_whether_references_are_scored_on_prefill_or_after(tiny_model_dir, tmp_path, data_dir):
+    """Cold reference cache: ref_nll by `per_pair_nll` after generation; warm: on each prompt's prefill."""
+    from itt_sweep.config import EvaluationSpec
+    from itt_sweep.evaluate.stage3 import eval_problems, evaluate_model
+
+    spec = EvaluationSpec(max_new_tokens=8, batch_size=4)
+    problems = eval_problems(["python", "javascript"], 3, data_dir)
+    cold, _ = evaluate_model(tiny_model_dir, problems, spec, data_dir, tmp_path / "refs", tmp_path / "cold")
+    warm, _ = evaluate_model(tiny_model_dir, problems, spec, data_dir, tmp_path / "refs", tmp_path / "warm")
+    for language in problems:
+        saved = json.loads((tmp_path / "warm" / f"{language}.generations.json").read_text())
+        assert all(row["reference_nll"] is not None for row in saved)  # scored during generation
+        assert all(row["reference_nll"] is None
+                   for row in json.loads((tmp_path / "cold" / f"{language}.generations.json").read_text()))
+        assert warm[language]["ref_nll"] == pytest.approx(cold[language]["ref_nll"], rel=1e-5)
+        assert warm[language]["pass_at_1"] == cold[language]["pass_at_1"]

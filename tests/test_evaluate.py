@@ -426,3 +426,22 @@ def test_a_failing_set_callback_is_raised_not_taken_for_a_decoder_failure(model,
     with pytest.raises(RuntimeError, match="sandbox is gone"):
         generate_sets(model, tokenizer, [PromptSet(PROMPTS[:2])], config, on_set=broken)
     assert config.decoder == "fast"  # no fallback to HF generate
+
+
+def test_references_scored_on_the_prompts_prefill_equal_ref_nll_and_change_no_completion(model, tokenizer):
+    """The fast decoder scores each reference after its prompt's prefill: the same (NLL, tokens) as
+    `per_pair_nll` over prompt + reference, and the same completions as without references."""
+    from itt_sweep.evaluate.generation import PromptSet, generate_sets
+
+    references = [" return a + b\n", None, " range(10):\n    print(i)\n", "", " x * y\n"]
+    config = GenerationConfig(max_new_tokens=12, batch_size=2)
+    [plain] = generate_sets(model, tokenizer, [PromptSet(PROMPTS)], config)
+    [scored] = generate_sets(model, tokenizer, [PromptSet(PROMPTS, references=references)], config)
+    assert [g.texts for g in scored] == [g.texts for g in plain]
+    for prompt, reference, generation in zip(PROMPTS, references, scored, strict=True):
+        if not reference:
+            assert generation.reference_nll is None
+            continue
+        [(expected, count)] = per_pair_nll(model, tokenizer, [(prompt, reference)])
+        total, tokens = generation.reference_nll
+        assert tokens == count and total == pytest.approx(expected, rel=1e-5)

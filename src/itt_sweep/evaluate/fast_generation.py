@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -140,10 +140,12 @@ class _Decoder:
         self._choose(logits)
 
     @torch.inference_mode()
-    def admit(self, slot: int, row: int, prompt: Sequence[int], seed: int | None) -> int:
+    def admit(self, slot: int, row: int, prompt: Sequence[int], seed: int | None,
+              continuation: Sequence[int] | None = None) -> tuple[int, tuple[float, int] | None]:
         """Put a waiting prompt into a free slot, mid-run: its prompt's keys and values go into the columns just
         left of the one the next step writes, so it continues in step with every other row. Returns its first
-        new token (chosen from its own prefill)."""
+        new token (chosen from its own prefill) and, given a `continuation`, that text's summed NLL and token
+        count after the prompt, scored on the prompt's prefill (the cost of the continuation alone)."""
         device = self.tokens.device
         column = self.width + int(self.step) - 1  # the cache column the next step writes
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
@@ -167,11 +169,26 @@ class _Decoder:
         if self.generators is not None:
             self.generators[slot] = torch.Generator(device=device).manual_seed(int(seed))
         scores = logits[:, -1, :].float()
+        scored = None if not continuation else self._score(scores, scratch, len(prompt), continuation)
         first = torch.argmax(scores, dim=-1) if self.sampling is None else self._sample_row(scores, slot)
         self.tokens[slot] = first
         self.unfinished[slot] = not bool((first[:, None] == self.eos[None, :]).any())
         self.rows[slot], self.start[slot] = row, int(self.step)
-        return int(first)
+        return int(first), scored
+
+    def _score(self, first: torch.Tensor, cache, offset: int, continuation: Sequence[int]) -> tuple[float, int]:
+        """Summed NLL of `continuation` after a prompt whose keys and values are in `cache` and whose last
+        logits are `first`: what `ref_nll` computes over prompt + continuation, without the prompt again."""
+        device = first.device
+        ids = torch.tensor([list(continuation)], dtype=torch.long, device=device)
+        logits = [first]
+        if len(continuation) > 1:
+            positions = torch.arange(offset, offset + len(continuation) - 1, device=device)[None, :]
+            rest = self.model(input_ids=ids[:, :-1], position_ids=positions, use_cache=True,
+                              **{self.cache_kw: cache}).logits[0].float()
+            logits.append(rest)
+        nll = torch.nn.functional.cross_entropy(torch.cat(logits), ids[0], reduction="sum")
+        return float(nll), len(continuation)
 
     def _sample_row(self, scores: torch.Tensor, slot: int) -> torch.Tensor:
         generators, self.generators = self.generators, [self.generators[slot]]
@@ -341,7 +358,9 @@ def _assemble(host: _Host, state: _Decoder, pad: int, device: torch.device) -> t
 def generate_queue(model, prompts: Sequence[Sequence[int]], slots: int, max_new_tokens: int | Sequence[int], *,
                    eos_token_id: int | Sequence[int], pad_token_id: int, stop_check: StopCheck | None = None,
                    check_every: int = 8, sampling: Sampling | None = None, cuda_graph: bool | None = None,
-                   refills: int = 2, on_done: Callable[[int, list[int]], None] | None = None) -> list[list[int]]:
+                   refills: int = 2, on_done: Callable[[int, list[int]], None] | None = None,
+                   continuations: Mapping[int, Sequence[int]] | None = None,
+                   on_scored: Callable[[int, float, int], None] | None = None) -> list[list[int]]:
     """The new tokens of every prompt, decoded `slots` at a time with continuous batching.
 
     A slot whose row ended (EOS, `stop_check`, or its `max_new_tokens`: one number, or one per prompt) takes
@@ -350,10 +369,13 @@ def generate_queue(model, prompts: Sequence[Sequence[int]], slots: int, max_new_
     full the rows still running finish and a fresh cache takes the rest of the queue. `prompts` are best
     ordered longest first; `sampling.seeds` has one seed per prompt. `on_done(prompt, tokens)` hears of each
     prompt as soon as its row ends, so a caller can act on a group of prompts (one language) while the rest
-    decode. A row's tokens do not depend on which rows share the batch (up to float rounding).
+    decode. `continuations` (prompt -> token ids) are scored on their prompt's prefill and reported through
+    `on_scored(prompt, summed NLL, tokens)`: stage 3's `ref_nll` of a reference solution, at the cost of its
+    own tokens. A row's tokens do not depend on which rows share the batch (up to float rounding).
     """
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    extra = _Continuations(continuations or {}, on_scored)
     host = _Host(len(prompts))
     finish = _Finish(host, eos_ids, limits, on_done)
     queue = list(range(len(prompts)))
@@ -369,11 +391,27 @@ def generate_queue(model, prompts: Sequence[Sequence[int]], slots: int, max_new_
                                device)
         host.fetched = 0  # a fresh cache: its `out` columns start again at 0
         for slot, row in enumerate(first):  # one prompt at a time: no padding to prefill
-            host.tokens[row].append(state.admit(slot, row, prompts[row], None if seeds is None else seeds[slot]))
+            _admit(state, host, slot, row, prompts[row], None if seeds is None else seeds[slot], extra)
         queue = _run_queue(state, host, prompts, queue, limits, horizon, stop_check, check_every, sampling,
-                           cuda_graph, finish)
+                           cuda_graph, finish, extra)
         finish(state.rows)
     return [finish.cut(row) for row in range(len(prompts))]
+
+
+@dataclass(frozen=True)
+class _Continuations:
+    """Texts to score after some prompts (prompt index -> ids), and who hears the scores."""
+
+    ids: Mapping[int, Sequence[int]]
+    on_scored: Callable[[int, float, int], None] | None
+
+
+def _admit(state: _Decoder, host: _Host, slot: int, row: int, prompt: Sequence[int], seed: int | None,
+           extra: _Continuations) -> None:
+    first, scored = state.admit(slot, row, prompt, seed, extra.ids.get(row))
+    host.tokens[row].append(first)
+    if scored is not None and extra.on_scored is not None:
+        extra.on_scored(row, *scored)
 
 
 class _Finish:
@@ -397,7 +435,7 @@ class _Finish:
 
 def _run_queue(state: _Decoder, host: _Host, prompts, queue: list[int], limits: Sequence[int], horizon: int,
                stop_check: StopCheck | None, check_every: int, sampling: Sampling | None,
-               cuda_graph: bool | None, finish: _Finish) -> list[int]:
+               cuda_graph: bool | None, finish: _Finish, extra: _Continuations) -> list[int]:
     """Decode until every row of this cache is done, admitting waiting prompts while the cache has room;
     returns the prompts still waiting."""
     stepper, done = _Stepper(state, cuda_graph, sampling), 0
@@ -416,7 +454,7 @@ def _run_queue(state: _Decoder, host: _Host, prompts, queue: list[int], limits: 
             row = queue.pop(0)
             slot = free.pop(0)
             seed = None if sampling is None else sampling.seeds[row]
-            host.tokens[row].append(state.admit(slot, row, prompts[row], seed))
+            _admit(state, host, slot, row, prompts[row], seed, extra)
         if not bool(state.unfinished.any()):
             break
         if not queue and _compact(state, host, done):

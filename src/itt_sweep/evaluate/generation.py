@@ -34,8 +34,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from itt_sweep.encoding import encode_prompt
+from itt_sweep.encoding import encode_pair, encode_prompt
 from itt_sweep.evaluate.fast_generation import Sampling, generate_queue, left_pad
+from itt_sweep.evaluate.ref_nll import MAX_LENGTH as REF_NLL_MAX_LENGTH
 from itt_sweep.modeling import max_positions
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class Generation:
     truncated: list[bool] = field(default_factory=list)
     skipped: str | None = None
     tokens: list[list[int]] = field(default_factory=list)  # the new token ids as decoded (pads included)
+    # (summed NLL, tokens) of the prompt's reference solution, scored on the prompt's prefill (`PromptSet`)
+    reference_nll: tuple[float, int] | None = None
 
 
 def plan_batches(lengths: Sequence[int], rows_per_prompt: int, max_new_tokens: int, token_budget: int,
@@ -253,6 +256,9 @@ class PromptSet:
     stop_sequences: Sequence[str] = ()
     max_new_tokens: int | None = None
     keep_stop: bool | None = None
+    # a known-good completion per prompt (or None): the fast decoder scores it on the prompt's prefill, so
+    # `ref_nll` costs the reference's tokens only (`Generation.reference_nll`)
+    references: Sequence[str | None] | None = None
 
 
 @dataclass
@@ -265,6 +271,7 @@ class _Job:
     encoded: list[list[int]]
     fits: list[int]
     results: list[Generation]
+    continuations: dict[int, list[int]]  # prompt index -> reference ids to score after it
 
 
 def _jobs(model, tokenizer, sets: Sequence[PromptSet], config: GenerationConfig) -> list[_Job]:
@@ -278,8 +285,27 @@ def _jobs(model, tokenizer, sets: Sequence[PromptSet], config: GenerationConfig)
         skipped = [Generation([""] * config.num_samples, [False] * config.num_samples, PROMPT_TOO_LONG)
                    for _ in encoded]
         keep = config.keep_stop if prompt_set.keep_stop is None else prompt_set.keep_stop
-        jobs.append(_Job(list(prompt_set.stop_sequences), max_new, keep, encoded, fits, skipped))
+        jobs.append(_Job(list(prompt_set.stop_sequences), max_new, keep, encoded, fits, skipped,
+                         _continuations(tokenizer, prompt_set, encoded, fits, limit)))
     return jobs
+
+
+def _continuations(tokenizer, prompt_set: PromptSet, encoded: list[list[int]], fits: list[int],
+                   limit: int | None) -> dict[int, list[int]]:
+    """The reference ids to score after each prompt, tokenised as `ref_nll` tokenises the pair; a pair that
+    `ref_nll` would cut (too long) or split elsewhere is left to `ref_nll` itself."""
+    if not prompt_set.references:
+        return {}
+    window = min(REF_NLL_MAX_LENGTH, limit or REF_NLL_MAX_LENGTH)
+    out = {}
+    for i in fits:
+        reference = prompt_set.references[i]
+        if not reference:
+            continue
+        ids, n_prompt = encode_pair(tokenizer, prompt_set.prompts[i], reference)
+        if ids[:n_prompt] == encoded[i] and n_prompt < len(ids) <= window:
+            out[i] = ids[n_prompt:]
+    return out
 
 
 def _generation(tokenizer, prompt_ids: list[int], news: list[list[int]], job: _Job, eos: set[int]) -> Generation:
@@ -319,6 +345,9 @@ def _fast_jobs(model, tokenizer, jobs: Sequence[_Job], config: GenerationConfig,
     pending = [len(job.fits) * n for job in jobs]
     first_row = [rows.index((j, job.fits[0])) if job.fits else 0 for j, job in enumerate(jobs)]
     eos = set(eos_ids(model, tokenizer))
+    continuations = {first_row[j] + k * n: job.continuations[i] for j, job in enumerate(jobs)
+                     for k, i in enumerate(job.fits) if i in job.continuations}  # scored once, with sample 0
+    scored: dict[int, tuple[float, int]] = {}
 
     def on_done(row: int, tokens: list[int]) -> None:
         news[row] = tokens
@@ -330,7 +359,8 @@ def _fast_jobs(model, tokenizer, jobs: Sequence[_Job], config: GenerationConfig,
             job = jobs[j]
             for k, i in enumerate(job.fits):
                 at = first_row[j] + k * n
-                job.results[i] = _generation(tokenizer, job.encoded[i], news[at:at + n], job, eos)
+                job.results[i] = replace(_generation(tokenizer, job.encoded[i], news[at:at + n], job, eos),
+                                         reference_nll=scored.get(at))
             on_job(j)
 
     for j, job in enumerate(jobs):
@@ -339,7 +369,9 @@ def _fast_jobs(model, tokenizer, jobs: Sequence[_Job], config: GenerationConfig,
     if rows:
         generate_queue(model, ids, slots, limits, eos_token_id=sorted(eos), pad_token_id=tokenizer.pad_token_id,
                        stop_check=stop_check if any(w.stops for w in watches) else None,
-                       check_every=config.check_every, sampling=sampling, on_done=on_done)
+                       check_every=config.check_every, sampling=sampling, on_done=on_done,
+                       continuations=continuations,
+                       on_scored=lambda row, nll, count: scored.update({row: (nll, count)}))
 
 
 def _hf_job(model, tokenizer, job: _Job, config: GenerationConfig, n: int, seed: int,

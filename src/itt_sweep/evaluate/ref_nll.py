@@ -22,6 +22,7 @@ from itt_sweep.encoding import encode_pair
 from itt_sweep.modeling import max_positions
 
 IGNORE_INDEX = -100
+MAX_LENGTH = 1024  # tokens of prompt + completion scored at most (the prompt is cut from the left beyond it)
 
 
 def _pair_ids(tokenizer, prompt: str, completion: str, max_length: int) -> tuple[list[int], int]:
@@ -76,7 +77,7 @@ def _batch_nll(model, batch: list[tuple[list[int], int]], pad_id: int) -> list[t
 
 
 def per_pair_nll(
-    model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int = 1024
+    model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int = MAX_LENGTH
 ) -> list[tuple[float, int]]:
     """(sum of completion-token NLL in nats, number of completion tokens) per (prompt, completion) pair."""
     if batch_size < 1 or max_length < 2:
@@ -101,7 +102,7 @@ def per_pair_nll(
 
 
 def reference_nll(
-    model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int = 1024
+    model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 8, max_length: int = MAX_LENGTH
 ) -> float:
     """Token-weighted mean NLL (nats per token) of the completions given their prompts; NaN for no tokens."""
     scored = per_pair_nll(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)

@@ -50,6 +50,13 @@ def verified_references(language: str, problems: Sequence[Problem], data_dir: Pa
     return references
 
 
+def cached_references(language: str, problems: Sequence[Problem], cache_dir: Path,
+                      limits: Limits) -> dict[str, list[str]] | None:
+    """What `verified_references` would return, if it is cached already; None otherwise (never verifies, never
+    waits): stage 3 scores cached references while it prefills their prompts."""
+    return _read(cache_dir / f"{language}-{_cache_key(language, problems, limits)}.json")
+
+
 def _passing(problems: Sequence[Problem], candidates: dict[str, list[str]], limits: Limits,
              allow_unsandboxed: bool) -> dict[str, list[str]]:
     """task_id -> the candidates that pass its tests (all candidates of all problems in one executor call,

@@ -33,8 +33,8 @@ from itt_sweep.data.mbxp import Problem, load_problems
 from itt_sweep.data.prompts import format_problem
 from itt_sweep.evaluate.generation import Generation, GenerationConfig, PromptSet, generate_sets, truncate_at_stop
 from itt_sweep.evaluate.passk import mean_pass_at_k
-from itt_sweep.evaluate.ref_nll import reference_nll
-from itt_sweep.evaluate.references import verified_references
+from itt_sweep.evaluate.ref_nll import per_pair_nll
+from itt_sweep.evaluate.references import cached_references, verified_references
 from itt_sweep.execution.executor import execute
 from itt_sweep.execution.programs import assemble
 from itt_sweep.execution.recipes import RECIPES
@@ -55,12 +55,19 @@ def generation_config(spec: EvaluationSpec) -> GenerationConfig:
                             temperature=spec.temperature or 1.0, top_p=spec.top_p, num_samples=spec.num_samples)
 
 
-def prompt_set(problems: Sequence[Problem], language: str, spec: EvaluationSpec, tokenizer) -> PromptSet:
+def prompt_set(problems: Sequence[Problem], language: str, spec: EvaluationSpec, tokenizer,
+               refs: dict[str, list[str]] | None = None) -> PromptSet:
+    """One language's prompts; with its verified references at hand (and completion prompts, which are the
+    prompts `ref_nll` scores after), each reference is scored on its prompt's prefill."""
     recipe = RECIPES[language]
+    chat_format = spec.prompt_format == "chat"
     # a reply ends with EOS, and a stop sequence such as "\ndef" would cut it at its own first line
-    stops = [] if spec.prompt_format == "chat" else recipe.stop_sequences
+    stops = [] if chat_format else recipe.stop_sequences
+    references = None
+    if refs is not None and not chat_format:
+        references = [found[0] if len(found := refs.get(p.task_id, [])) == 1 else None for p in problems]
     return PromptSet(prompts_for(problems, language, spec.prompt_format, tokenizer), stops,
-                     spec.new_tokens(language), recipe.keep_stop)
+                     spec.new_tokens(language), recipe.keep_stop, references)
 
 
 def completions_of(problems: Sequence[Problem], language: str, spec: EvaluationSpec,
@@ -129,7 +136,8 @@ def generate_language(model, tokenizer, language: str, problems: list[Problem], 
 
 def generate_languages(model, tokenizer, problems: dict[str, list[Problem]], spec: EvaluationSpec,
                        out_dir: Path | None, stats: Stage3Stats, on_language: Callable[[Generated], None],
-                       progress: RowsDone | None = None) -> None:
+                       progress: RowsDone | None = None,
+                       references: dict[str, dict[str, list[str]] | None] | None = None) -> None:
     """Every language's generations, handed to `on_language` as each is complete: the saved ones first, then
     the rest decoded together in one queue, language after language, so that the model never idles at the
     end of a language while its last rows finish (the next language's prompts take their slots)."""
@@ -138,7 +146,8 @@ def generate_languages(model, tokenizer, problems: dict[str, list[Problem]], spe
         saved = _read_json(out_dir / f"{language}.generations.json" if out_dir else None)
         if saved is not None and [row["task_id"] for row in saved] == [p.task_id for p in items]:
             on_language(Generated(language, items, [Generation(r["texts"], r["truncated"], r["skipped"],
-                                                               r.get("tokens", [])) for r in saved],
+                                                               r.get("tokens", []), _pair(r.get("reference_nll")))
+                                                    for r in saved],
                                   [r["completions"] for r in saved]))
             if progress is not None:
                 progress(language, sum(len(r["texts"]) for r in saved))
@@ -157,7 +166,7 @@ def generate_languages(model, tokenizer, problems: dict[str, list[Problem]], spe
         on_language(done)
         clock.lap()  # what saving and on_language took is not generation
 
-    sets = [prompt_set(problems[lang], lang, spec, tokenizer) for lang in todo]
+    sets = [prompt_set(problems[lang], lang, spec, tokenizer, (references or {}).get(lang)) for lang in todo]
     generate_sets(model, tokenizer, sets, generation_config(spec), seed=spec.seed, on_set=finished,
                   progress=None if progress is None else (lambda index, rows: progress(todo[index], rows)))
     stats.generate_s += clock.lap()
@@ -182,7 +191,7 @@ def _save_generations(out_dir: Path | None, done: Generated, tokenizer, stats: S
         return
     _write_json(out_dir / f"{done.language}.generations.json",
                 [{"task_id": p.task_id, "texts": g.texts, "truncated": g.truncated, "skipped": g.skipped,
-                  "tokens": g.tokens, "completions": c}
+                  "tokens": g.tokens, "completions": c, "reference_nll": g.reference_nll}
                  for p, g, c in zip(done.problems, done.generations, done.completions, strict=True)])
     with (out_dir / "generation_ledger.jsonl").open("a") as ledger:  # what was generated, when: resume tests
         ledger.write(json.dumps({"language": done.language, "pid": os.getpid(), "time": time.time()}) + "\n")
@@ -220,7 +229,7 @@ def score_language(model, tokenizer, done: Generated, verdicts: Sequence[Sequenc
     problems, generations = done.problems, done.generations
     pairs = [(p.prompt, r) for p in problems for r in refs.get(p.task_id, [])]
     start = time.perf_counter()
-    nll = reference_nll(model, tokenizer, pairs) if pairs and model is not None else math.nan
+    nll = _reference_nll(model, tokenizer, done, refs) if pairs and model is not None else math.nan
     stats.ref_nll_s += time.perf_counter() - start
     samples = [v for per in verdicts for v in per]
     counts = [(len(per), sum(v is not None and v.status == "passed" for v in per)) for per in verdicts]
@@ -240,6 +249,25 @@ def score_language(model, tokenizer, done: Generated, verdicts: Sequence[Sequenc
                                                               strict=True)
                for j, (c, v) in enumerate(zip(cs or [""], vs, strict=True))]
     return metrics, records
+
+
+def _reference_nll(model, tokenizer, done: Generated, refs: dict[str, list[str]]) -> float:
+    """Token-weighted mean NLL of the references: those scored on their prompt's prefill during generation
+    as they are, the rest (a reference that was not cached yet, chat prompts) by `per_pair_nll` now."""
+    scored, pairs = [], []
+    for problem, generation in zip(done.problems, done.generations, strict=True):
+        found = refs.get(problem.task_id, [])
+        if len(found) == 1 and generation.reference_nll is not None:
+            scored.append(generation.reference_nll)
+        else:
+            pairs += [(problem.prompt, r) for r in found]
+    scored += per_pair_nll(model, tokenizer, pairs) if pairs else []
+    tokens = sum(n for _, n in scored)
+    return sum(total for total, _ in scored) / tokens if tokens else math.nan
+
+
+def _pair(value: Sequence[float] | None) -> tuple[float, int] | None:
+    return None if value is None else (float(value[0]), int(value[1]))
 
 
 def evaluate_language(model, tokenizer, language: str, spec: EvaluationSpec, eval_problems: int | None,
@@ -357,7 +385,8 @@ def _overlapped(model, tokenizer, problems: dict[str, list[Problem]], spec: Eval
             runs.append((done, exec_pool.submit(execute_language, done, spec, workers)))
 
         try:
-            generate_languages(model, tokenizer, problems, spec, out_dir, stats, execute_soon, progress)
+            cached = {lang: cached_references(lang, problems[lang], reference_dir, limits) for lang in languages}
+            generate_languages(model, tokenizer, problems, spec, out_dir, stats, execute_soon, progress, cached)
         except BaseException:
             ref_pool.shutdown(cancel_futures=True)
             exec_pool.shutdown(cancel_futures=True)
