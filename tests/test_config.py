@@ -86,6 +86,7 @@ BAD = [
     ("evaluation.prompt_format", "instruct", "evaluation.prompt_format", "'completion' or 'chat'"),
     ("evaluation.max_new_tokens", {"klingon": 64}, "evaluation.max_new_tokens", "unknown language"),
     ("model.name", "", "model.name", "hub id"),
+    ("evaluation.typescript_type_errors", "warn", "evaluation.typescript_type_errors", "'fail' or 'ignore'"),
 ]
 
 

@@ -78,9 +78,6 @@ def test_a_samples_file_gets_the_right_verdict_for_correct_wrong_broken_and_host
     assert "python" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(strict=True, reason="harness weakness, not fixed yet: a verdict is the exit code, so a "
-                   "completion that exits 0 before the asserts run counts as passed (mxeval's python harness "
-                   "says failed); needs a sentinel printed after the tests in every language")
 def test_a_completion_that_exits_before_the_tests_is_not_a_pass(tmp_path, data_dir):
     problem = first_problem("python", data_dir)
     samples = write_jsonl(tmp_path / "s.jsonl", [{"task_id": problem.task_id,

@@ -96,7 +96,8 @@ def _eval_spec(args: argparse.Namespace, ks: list[int] | None) -> EvaluationSpec
              "max_new_tokens": _per_language(args.max_new_tokens), "batch_size": args.batch_size,
              "timeout_s": args.timeout_s,
              "seed": args.seed, "cpus": args.cpus, "decoder": args.decoder,
-             "allow_unsandboxed": args.allow_unsandboxed or None}
+             "allow_unsandboxed": args.allow_unsandboxed or None,
+             "typescript_type_errors": args.typescript_type_errors}
     return EvaluationSpec(**{name: value for name, value in given.items() if value is not None})
 
 
@@ -230,6 +231,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--cpus", type=int, help="generation threads on CPU")
     p.add_argument("--decoder", choices=("fast", "hf"))
     p.add_argument("--allow-unsandboxed", action="store_true", help="run programs without bubblewrap")
+    p.add_argument("--typescript-type-errors", choices=("fail", "ignore"),
+                   help="TypeScript with type errors only: compile_error (fail, default) or run tsc's JavaScript "
+                        "(ignore, as mxeval / the MBXP paper)")
     p.add_argument("--data-dir", help="MBXP data dir (default: $ITT_DATA_DIR or ./data)")
     p.add_argument("--reference-cache", default=str(Path.home() / ".cache" / "itt-sweep" / "references"),
                    help="where verified reference solutions (for ref_nll) are cached")

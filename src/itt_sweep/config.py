@@ -149,6 +149,9 @@ class EvaluationSpec(_Strict):
     `cpus` is what stage 3 holds and the threads its generation uses on CPU. Greedy (`temperature: 0`, one
     sample) is the default; pass@k draws `num_samples` completions per problem at `temperature` / `top_p`,
     seeded per (problem, sample) from `seed`, and reports `pass_at_<k>` for every k of `pass_k`.
+    `typescript_type_errors`: a TypeScript program with type errors only (tsc still emits JavaScript) is a
+    compile error ("fail", the default), or runs as the JavaScript tsc wrote ("ignore": how mxeval, and so the
+    MBXP paper's TypeScript numbers, count it); syntax errors fail either way.
     """
 
     max_new_tokens: PositiveInt | dict[str, PositiveInt] = 256
@@ -165,6 +168,7 @@ class EvaluationSpec(_Strict):
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
     pass_k: list[Annotated[int, Field(gt=0, le=1000)]] = [1]
     seed: NonNegInt = 0
+    typescript_type_errors: Literal["fail", "ignore"] = "fail"
 
     @model_validator(mode="after")
     def _sampling(self) -> EvaluationSpec:

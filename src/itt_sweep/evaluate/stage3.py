@@ -38,7 +38,7 @@ from itt_sweep.evaluate.references import cached_references, verified_references
 from itt_sweep.execution.executor import execute
 from itt_sweep.execution.programs import assemble
 from itt_sweep.execution.recipes import RECIPES
-from itt_sweep.execution.types import Limits, Verdict
+from itt_sweep.execution.types import Limits, Program, Verdict
 from itt_sweep.modeling import ModelRef, load
 
 
@@ -200,18 +200,25 @@ def _save_generations(out_dir: Path | None, done: Generated, tokenizer, stats: S
 def execute_language(done: Generated, spec: EvaluationSpec, workers: int | None = None
                      ) -> list[list[Verdict | None]]:
     """Verdicts per problem and sample; None for a prompt that was never generated (`prompt_too_long`)."""
-    limits = Limits(timeout_s=spec.timeout_s)
     runnable = [(i, j) for i, g in enumerate(done.generations) if g.skipped is None
                 for j in range(len(done.completions[i]))]
-    problems = done.problems
-    programs = [assemble(problems[i].prompt, done.completions[i][j], problems[i].test, done.language,
-                         problems[i].entry_point, problems[i].task_id).model_copy(update={"limits": limits})
-                for i, j in runnable]
+    programs = programs_of(done.language, [done.problems[i] for i, _ in runnable],
+                           [[done.completions[i][j]] for i, j in runnable], spec)
     verdicts: list[list[Verdict | None]] = [[None] * max(1, len(c)) for c in done.completions]
     for (i, j), verdict in zip(runnable, execute(programs, workers=workers or spec.workers,
                                                  allow_unsandboxed=spec.allow_unsandboxed), strict=True):
         verdicts[i][j] = verdict
     return verdicts
+
+
+def programs_of(language: str, problems: Sequence[Problem], completions: Sequence[Sequence[str]],
+                spec: EvaluationSpec) -> list[Program]:
+    """The program of every completion of every problem, with the spec's limits and TypeScript mode."""
+    limits = Limits(timeout_s=spec.timeout_s)
+    mode = spec.typescript_type_errors if language == "typescript" else "fail"
+    return [assemble(p.prompt, c, p.test, language, p.entry_point, p.task_id).model_copy(
+            update={"limits": limits, "type_errors": mode}) for p, cs in zip(problems, completions, strict=True)
+            for c in cs]
 
 
 def pass_metrics(counts: Sequence[tuple[int, int]], ks: Sequence[int]) -> dict[str, float]:

@@ -15,7 +15,10 @@ A call that fails is settled without giving up the batch:
 * a failure that names no file, or a call that times out, is split in halves, down to single programs, so
   a program that breaks the compiler in some unforeseen way only fails itself.
 
-A program counts as compiled only when a call that contained it exited 0, exactly as when compiled alone.
+A program counts as compiled only when a call that contained it exited 0, exactly as when compiled alone;
+or, for programs whose `type_errors` is "ignore" in a language with a `Recipe.type_error` pattern (tsc,
+which writes JavaScript despite type errors), when every error of the call is such a type error in one of
+its files.
 A recipe's batch may settle itself (`Batch.settles_itself`, Scala's `IttScalaBatch`): the call runs those
 rounds in one warm compiler JVM and exits 0 once the files left compile cleanly, printing the errors of the
 files it dropped, which become their verdicts.
@@ -32,12 +35,13 @@ import hashlib
 import re
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from itt_sweep.execution.recipes import Batch, Recipe
 from itt_sweep.execution.sandbox import StepResult, run_step
 from itt_sweep.execution.steps import hand_to, make_links, make_step, remove_tree, seal
+from itt_sweep.execution.tests_ran import program_text
 from itt_sweep.execution.types import Limits, Program, Verdict
 from itt_sweep.execution.users import lease_user
 from itt_sweep.execution.verdicts import is_bwrap_failure, sandbox_error
@@ -85,14 +89,20 @@ def compile_batch(recipe: Recipe, programs: list[Program], sandboxed: bool) -> B
     The caller owns the folder: `BatchBuild.retain`/`release` remove it once the runs are done with it.
     """
     assert recipe.batch is not None
-    sources = {program_key(p): p.text for p in programs}
+    sources = {program_key(p): program_text(p) for p in programs}
     limits = max((p.limits for p in programs), key=lambda limits: limits.compile_timeout_s)
+    ignore_types = recipe.type_error is not None and all(p.type_errors == "ignore" for p in programs)
     folder = Path(tempfile.mkdtemp(prefix="itt-batch-"))
     folder.chmod(0o711)  # the sandbox user must reach its call folder inside, not list the others
     build = BatchBuild(folder=folder)
     try:
         with lease_user(sweep=not sandboxed) as uid:
-            _Settler(recipe, recipe.batch, limits, sources, build, sandboxed, uid).settle(list(sources))
+            batch = recipe.batch
+            if ignore_types and batch.compile_ignoring_types:
+                batch = replace(batch, compile=batch.compile_ignoring_types)
+            settler = _Settler(recipe, batch, limits, sources, build, sandboxed, uid)
+            settler.type_error = re.compile(recipe.type_error) if ignore_types and recipe.type_error else None
+            settler.settle(list(sources))
         seal(folder)
     except BaseException:
         remove_tree(folder)
@@ -108,6 +118,7 @@ class _Settler:
         self.recipe, self.batch, self.limits, self.sources = recipe, batch, limits, sources
         self.build, self.sandboxed, self.uid = build, sandboxed, uid
         self.calls = 0
+        self.type_error: re.Pattern[str] | None = None  # errors that do not fail a program (see module doc)
 
     def settle(self, keys: list[str]) -> None:
         while keys:
@@ -123,6 +134,11 @@ class _Settler:
                 return
             attributed = {} if result.timed_out else attributed_errors(result.stdout + "\n" + result.stderr,
                                                                        keys, self.recipe.file_name)
+            if attributed and self._type_errors_only(result, attributed):
+                self.build.outputs.update(dict.fromkeys(keys, call_dir))  # the compiler wrote every output
+                return
+            if self.type_error is not None:  # fail the programs with other errors, try the rest again
+                attributed = {k: m for k, m in attributed.items() if not self._only_type_errors(m)} or attributed
             if len(keys) == 1 and not attributed:
                 attributed = {keys[0]: _whole_output(result, self.limits)}
             if attributed:
@@ -132,6 +148,19 @@ class _Settler:
             half = len(keys) // 2
             self.settle(keys[:half])
             keys = keys[half:]
+
+    def _type_errors_only(self, result: StepResult, attributed: dict[str, str]) -> bool:
+        """Whether the call failed for tolerated type errors alone: every error line names one of its files
+        and is a type error."""
+        if self.type_error is None or result.timed_out:
+            return False
+        errors = [line for line in (result.stdout + "\n" + result.stderr).splitlines() if re.search(r"\berror\b", line)]
+        return all(self.type_error.search(line) and re.match(r"^(?:\./)?p[0-9a-f]{16}/", line) for line in errors)
+
+    def _only_type_errors(self, message: str) -> bool:
+        assert self.type_error is not None
+        headings = [line for line in message.splitlines() if line.startswith(self.recipe.file_name)]
+        return bool(headings) and all(self.type_error.search(line) for line in headings)
 
     def _own_failures(self, keys: list[str], result: StepResult) -> dict[str, str]:
         """A self-settling call exited 0: the programs it printed errors for failed, the rest compiled."""

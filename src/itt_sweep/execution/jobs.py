@@ -13,6 +13,7 @@ from pathlib import Path
 from itt_sweep.execution.recipes import Recipe
 from itt_sweep.execution.sandbox import run_step
 from itt_sweep.execution.steps import copy_into, hand_to, make_links, make_step, work_directory
+from itt_sweep.execution.tests_ran import expects_marker, program_text
 from itt_sweep.execution.types import Program, Verdict
 from itt_sweep.execution.users import lease_user
 from itt_sweep.execution.verdicts import compile_failure, run_verdict
@@ -22,7 +23,7 @@ def run_single(recipe: Recipe, program: Program, sandboxed: bool) -> Verdict:
     """Compile and run one program in a fresh work directory that is removed afterwards."""
     limits = program.limits
     with lease_user(sweep=not sandboxed) as uid, work_directory(uid) as workdir:
-        (workdir / recipe.file_name).write_bytes(program.text.encode("utf-8", errors="replace"))
+        (workdir / recipe.file_name).write_bytes(program_text(program).encode("utf-8", errors="replace"))
         make_links(recipe, limits, workdir)
         hand_to(workdir, uid)
         compile_s = 0.0
@@ -34,7 +35,7 @@ def run_single(recipe: Recipe, program: Program, sandboxed: bool) -> Verdict:
             if failure is not None:
                 return failure
         ran = run_step(make_step(recipe, limits, workdir, recipe.run, compiling=False), sandboxed, uid)
-    return run_verdict(recipe, ran, compile_s)
+    return run_verdict(recipe, ran, compile_s, expects_marker(program))
 
 
 def run_compiled(recipe: Recipe, program: Program, key: str, outputs: Path, compile_s: float,
@@ -53,4 +54,4 @@ def run_compiled(recipe: Recipe, program: Program, key: str, outputs: Path, comp
         hand_to(workdir, uid)
         step = make_step(recipe, program.limits, workdir, recipe.run, compiling=False, key=key)
         ran = run_step(step, sandboxed, uid)
-    return run_verdict(recipe, ran, compile_s)
+    return run_verdict(recipe, ran, compile_s, expects_marker(program))

@@ -1,6 +1,6 @@
 """The local worker pool: every program of a call, deduplicated, batch-compiled where possible, run in parallel.
 
-Identical programs (same language, text and limits) are executed once and share the verdict: verdicts
+Identical programs (same language, text, limits and type-error mode) are executed once and share the verdict: verdicts
 depend only on what a program does, and sampled completions repeat often. Programs of batch languages are
 split into one chunk per worker (at most `Batch.max_programs` each); a chunk's compile job queues one run
 job per compiled program on the same pool, so compiling one chunk overlaps with running another. Any
@@ -42,7 +42,7 @@ def execute_local(programs: Sequence[Program], workers: int, sandboxed: bool, ba
     that the benchmark compares against, with the same verdicts.
     """
     slot_of: dict[tuple, int] = {}
-    slots = [slot_of.setdefault((p.language, p.text, p.limits), len(slot_of)) for p in programs]
+    slots = [slot_of.setdefault((p.language, p.text, p.limits, p.type_errors), len(slot_of)) for p in programs]
     unique: list[Program] = [None] * len(slot_of)  # type: ignore[list-item]
     for program, slot in zip(programs, slots, strict=True):
         unique[slot] = unique[slot] or program
@@ -59,12 +59,12 @@ class _Pool:
         self.done = threading.Condition()
 
     def run(self) -> list[Verdict]:
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, str], list[int]] = {}  # one batch never mixes type-error modes
         for index, program in enumerate(self.programs):
-            groups.setdefault(program.language, []).append(index)
+            groups.setdefault((program.language, program.type_errors), []).append(index)
         singles = []
         try:
-            for language, members in groups.items():
+            for (language, _), members in groups.items():
                 missing = missing_requirements(language)
                 recipe = RECIPES.get(language)
                 if missing or recipe is None:

@@ -48,6 +48,10 @@ class Program(BaseModel):
     entry_point: str = ""
     task_id: str = ""
     limits: Limits = Limits()
+    # A compile that reports type errors only, in a language whose compiler still emits runnable code
+    # (TypeScript): "fail" = compile_error (ours), "ignore" = run it anyway, as mxeval and the MBXP paper do.
+    # Syntax errors fail in both modes.
+    type_errors: Literal["fail", "ignore"] = "fail"
 
     @field_validator("language", mode="before")
     @classmethod

@@ -2,8 +2,9 @@
 
 A test assertion (`failed`) is told from a crash (`runtime_error`), an out-of-memory death
 (`memory_exceeded`) and a deadline (`timeout`) by the exit status and the recipe's markers in stderr.
-`passed` means the program exited 0 after its tests ran to the end, as in human-eval and MBXP's own
-harness: a program that exits 0 before its tests run (`sys.exit(0)` at top level) also passes.
+`passed` means the program exited 0 and printed the marker that its tests ran to the end (`tests_ran`): a
+program that exits 0 before its tests run (`sys.exit(0)` at top level) has `failed`, where human-eval's and
+MBXP's own harnesses count it as passed. A program without tests passes on exit 0.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 
 from itt_sweep.execution.recipes import MEMORY_MARKERS, Recipe
 from itt_sweep.execution.sandbox import StepResult
+from itt_sweep.execution.tests_ran import take_marker
 from itt_sweep.execution.types import Limits, Status, Verdict
 
 _MEMORY = re.compile("|".join(MEMORY_MARKERS), re.MULTILINE)
@@ -32,13 +34,19 @@ def classify(recipe: Recipe, result: StepResult) -> Status:
     return "runtime_error"
 
 
-def run_verdict(recipe: Recipe, ran: StepResult, compile_s: float) -> Verdict:
-    """The verdict of a program whose run step finished (or could not start)."""
+def run_verdict(recipe: Recipe, ran: StepResult, compile_s: float, marked: bool = False) -> Verdict:
+    """The verdict of a program whose run step finished (or could not start); `marked`: its tests print
+    `tests_ran.MARKER` after the last one."""
     if ran.spawn_error or is_bwrap_failure(ran):
         return Verdict(status="sandbox_error", compile_s=compile_s, run_s=ran.duration_s,
                        stderr=ran.spawn_error or ran.stderr)
-    return Verdict(status=classify(recipe, ran), compile_s=compile_s, run_s=ran.duration_s,
-                   stdout=ran.stdout, stderr=ran.stderr, exit_code=exit_code(ran))
+    status, stdout, stderr = classify(recipe, ran), ran.stdout, ran.stderr
+    if marked:
+        completed, stdout, stderr = take_marker(stdout, stderr)
+        if status == "passed" and not completed:
+            status, stderr = "failed", stderr + "\n[exited 0 before its tests ran to the end]"
+    return Verdict(status=status, compile_s=compile_s, run_s=ran.duration_s, stdout=stdout, stderr=stderr,
+                   exit_code=exit_code(ran))
 
 
 def compile_failure(built: StepResult, limits: Limits) -> Verdict | None:
