@@ -61,6 +61,9 @@ _JVM_COMPILER_OPTS = ("-Xss8m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UseP
 _JVM_RUN = ("java", "-Xmx{heap_mb}m", "-Xss16m", *_JVM_FLAGS)
 _JVM_ENV = (("MALLOC_ARENA_MAX", "2"),)  # glibc reserves 64 MiB of address space per arena otherwise
 _BRACE_STOPS = ("\n}",)
+# What each runtime reads of the host (beyond `mounts.SYSTEM_PATHS` and its tools' homes); nothing else of
+# the host is visible to a program (`sandbox`).
+_JVM_MOUNTS = ("/usr/lib/jvm", "/etc/java-*", "/usr/share/java")
 CPP_FLAGS = ("-std=c++17", "-O1")  # scripts/install_toolchains.sh builds its precompiled header with these
 SWIFT_HINT = ("Swift cannot be installed on this machine kind: Debian has no swift package; where swift.org "
               "ships a toolchain for the OS, unpack it and put swiftc on PATH")
@@ -113,6 +116,7 @@ class Recipe:
     # A compiler message (the line naming the file) that is a type error only, and after which the compiler
     # still wrote runnable output: such programs run when their `Program.type_errors` is "ignore".
     type_error: str | None = None
+    mounts: tuple[str, ...] = ()  # host paths (globs) its steps read, beyond the system ones (`mounts`)
 
     @property
     def stem(self) -> str:
@@ -141,6 +145,7 @@ RECIPES: dict[str, Recipe] = {
         run=("python3", "-I", "{file}"),
         batch=_checked_batch("python3", "-I", "-c", "main.py"),
         tools=("python3",),
+        mounts=("/usr/lib/python3*",),
         install_hint="apt-get install -y python3",
         stop_sequences=("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", "\n#", "\n@"),
         failure_markers=(r"^AssertionError",),
@@ -190,6 +195,7 @@ RECIPES: dict[str, Recipe] = {
         compile=None,
         run=(*_JVM_RUN, "-cp", ".", "{key}.Main"),
         tools=("javac", "java"),
+        mounts=_JVM_MOUNTS,
         install_hint="apt-get install -y default-jdk-headless",
         stop_sequences=_BRACE_STOPS,
         keep_stop=True,
@@ -206,6 +212,7 @@ RECIPES: dict[str, Recipe] = {
         compile=None,
         run=(*_JVM_RUN, "-cp", "{runtime_cp}:.", "{key}.MainKt"),
         tools=("kotlinc", "java"),
+        mounts=(*_JVM_MOUNTS, "/usr/share/kotlin"),
         install_hint="apt-get install -y kotlin",
         stop_sequences=_BRACE_STOPS,
         keep_stop=True,
@@ -223,6 +230,7 @@ RECIPES: dict[str, Recipe] = {
         compile=None,
         run=(*_JVM_RUN, "-cp", "{runtime_cp}:.", "{key}.Main"),
         tools=("scalac", "java"),
+        mounts=(*_JVM_MOUNTS, "/usr/share/scala*"),
         install_hint="apt-get install -y scala",
         stop_sequences=("\n    }",),  # the prompt opens `def` inside `object Main`, indented by 4
         keep_stop=True,
@@ -241,6 +249,7 @@ RECIPES: dict[str, Recipe] = {
         compile=None,
         run=("mono", "{support}/IttLauncher.exe", "batch.dll", "{key}"),
         tools=("mcs", "mono"),
+        mounts=("/usr/lib/mono", "/usr/lib/cli", "/etc/mono", "/usr/lib/libmono*", "/usr/lib/libMono*"),
         install_hint="apt-get install -y mono-mcs mono-runtime mono-devel",
         stop_sequences=("\n        }",),  # the prompt opens a method of `class Program`, indented by 8
         keep_stop=True,
@@ -259,6 +268,7 @@ RECIPES: dict[str, Recipe] = {
         compile=("g++", *CPP_FLAGS, "-I{toolchain_dir}/pch", "-o", "{stem}", "{file}"),
         run=("./{stem}",),
         tools=("g++",),
+        mounts=("/usr/include", "/usr/lib/gcc", "/usr/libexec/gcc"),
         install_hint="apt-get install -y g++",
         stop_sequences=_BRACE_STOPS,
         keep_stop=True,
@@ -270,6 +280,7 @@ RECIPES: dict[str, Recipe] = {
         compile=("go", "build", "-o", "{stem}", "{file}"),
         run=("./{stem}",),
         tools=("go",),
+        mounts=("/usr/lib/go", "/usr/lib/go-*", "/usr/share/go", "/usr/share/go-*"),
         install_hint="apt-get install -y golang-go",
         stop_sequences=_BRACE_STOPS,
         keep_stop=True,
@@ -295,6 +306,7 @@ RECIPES: dict[str, Recipe] = {
         compile=("perl", "-c", "{file}"),
         run=("perl", "{file}"),
         tools=("perl",),
+        mounts=("/usr/share/perl*", "/etc/perl"),
         install_hint="apt-get install -y perl libdata-compare-perl",
         stop_sequences=_BRACE_STOPS,
         keep_stop=True,
@@ -306,6 +318,7 @@ RECIPES: dict[str, Recipe] = {
         run=("ruby", "-rset", "{file}"),  # Ruby < 3.2 does not autoload Set, which some solutions use
         batch=_checked_batch("ruby", "-e", "main.rb"),
         tools=("ruby",),
+        mounts=("/usr/lib/ruby", "/usr/share/rubygems-integration", "/var/lib/gems"),
         install_hint="apt-get install -y ruby",
         stop_sequences=("\nend",),
         keep_stop=True,
@@ -316,6 +329,7 @@ RECIPES: dict[str, Recipe] = {
         compile=("php", "-l", "{file}"),
         run=("php", "-d", "display_errors=stderr", "-d", "log_errors=0", "-d", "memory_limit={heap_mb}M", "{file}"),
         tools=("php",),
+        mounts=("/etc/php", "/usr/lib/php", "/usr/share/php*"),
         install_hint="apt-get install -y php-cli",
         stop_sequences=_BRACE_STOPS,
         keep_stop=True,

