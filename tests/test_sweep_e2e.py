@@ -79,3 +79,11 @@ def test_reduced_smoke_sweep_logs_runs_metrics_and_heatmap(smoke_raw, tmp_path, 
 
     record = json.loads((sweep_dir / "trials" / "none__python__s0__n0" / "metrics.json").read_text())
     assert set(record["eval"]) == {"python", "javascript"}
+
+    # the console is the researcher's: Ray's actors and the workers write to the trials' log files
+    console = proc.stdout + proc.stderr
+    for noise in ("(PlacementGroupCleaner", "(RayTrainWorker", "TrainingReport(", "all_gather_into_tensor"):
+        assert noise not in console, (noise, console[-3000:])
+    logs = sweep_dir / "logs" / "conala_nl2python__python__s0__n0"
+    assert (logs / "trial.log").is_file()
+    assert (logs / "intermediate-rank0.log").stat().st_size > 0 and (logs / "target-rank0.log").stat().st_size > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -172,11 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preflight", action="store_true",
                    help="also check data, toolchains, storage (path and checkpoints), tracking")
     p.set_defaults(func=cmd_validate)
+    verbose = "also show what trials, workers and Ray print (= ITT_VERBOSE=1; default: their log files)"
     p = sub.add_parser("run", help="run a sweep")
     p.add_argument("sweep")
+    p.add_argument("--verbose", action="store_true", help=verbose)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("resume", help="resume an interrupted sweep (sweep dir or sweep file)")
     p.add_argument("sweep")
+    p.add_argument("--verbose", action="store_true", help=verbose)
     p.add_argument("--skip-errored", action="store_true", help="do not retry trials that errored")
     p.set_defaults(func=cmd_resume)
     p = sub.add_parser("status", help="done / running / pending / errored trials per cell")
@@ -245,6 +249,8 @@ def add_eval_parser(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ["ITT_VERBOSE"] = "1"  # read by `trial_logs` here and, through Ray's runtime env, in trials
     try:
         return args.func(args)
     except SweepFileError as exc:

@@ -18,6 +18,7 @@ from itt_sweep.sweep.schedulers import make_scheduler
 from itt_sweep.sweep.search import CellSearcher
 from itt_sweep.sweep.storage import TUNE_DIR, tune_location, tune_state_header
 from itt_sweep.sweep.trial import run_trial
+from itt_sweep.sweep.trial_logs import verbose
 
 log = logging.getLogger(__name__)
 # Trials fail over to their outbox quickly instead of sitting in MLflow's default retry backoff (minutes).
@@ -34,8 +35,10 @@ def init_ray() -> None:
     # Stage-1 results carry no stage-2 loss; ASHA and the searcher skip results without their metric.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     address = os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": TRIAL_ENV})
+    # Workers' and Ray's own actors' output stays in Ray's logs and the trials' log files (`trial_logs`), so
+    # the console holds the live view; ITT_VERBOSE=1 brings it back.
+    ray.init(address=address, include_dashboard=False, log_to_driver=verbose(),
+             runtime_env={"env_vars": {**TRIAL_ENV, **({"ITT_VERBOSE": "1"} if verbose() else {})}})
 
 
 def leave_job_copy(ctx: dict[str, Any]) -> None:
@@ -45,8 +48,9 @@ def leave_job_copy(ctx: dict[str, Any]) -> None:
         os.chdir(ctx["sweep_dir"])
 
 
-def callbacks(sweep: SweepConfig) -> list:
-    return [ProgressTable(total=trial_count(sweep), concurrency=sweep.resources.max_concurrent_trials)]
+def callbacks(sweep: SweepConfig, ctx: dict[str, Any]) -> list:
+    return [ProgressTable(total=trial_count(sweep), concurrency=sweep.resources.max_concurrent_trials,
+                          sweep_dir=ctx["sweep_dir"])]
 
 
 def trainable(ctx: dict[str, Any]):
@@ -88,7 +92,7 @@ def run_sweep(sweep_path: str | Path) -> SweepOutcome:
         tune_config=tune.TuneConfig(search_alg=CellSearcher(sweep), scheduler=make_scheduler(sweep),
                                     num_samples=trial_count(sweep),
                                     max_concurrent_trials=sweep.resources.max_concurrent_trials),
-        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=ctx["ray_storage"], callbacks=callbacks(sweep),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=ctx["ray_storage"], callbacks=callbacks(sweep, ctx),
                                   verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures)),
     )

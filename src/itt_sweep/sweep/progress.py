@@ -6,13 +6,17 @@ result and a table render every `every_s` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 from rich.console import Console
 from rich.table import Table
+
+from itt_sweep.sweep.trial_logs import trial_log_dir
 
 
 def eta_seconds(durations: list[float], remaining: int, concurrency: int, elapsed_running: float = 0.0) -> float:
@@ -28,9 +32,27 @@ def _fmt_eta(seconds: float) -> str:
     return f"ETA: {int(seconds // 60)} min {int(seconds % 60)} s"
 
 
+def failure_report(key: str, stage: str, error_text: str, log: Path, lines: int = 8) -> str:
+    """What the console and `itt-sweep status` say about a failed trial: which, where, why, and its log."""
+    tail = [line for line in error_text.strip().splitlines() if line.strip()][-lines:]
+    body = "\n".join(f"    {line}" for line in tail) or "    (no error text recorded)"
+    return f"trial {key} FAILED in stage {stage}:\n{body}\n  full log: {log}"
+
+
+def error_text(trial) -> str:
+    """The error Tune recorded for a trial (its error file), or ""."""
+    path = getattr(trial, "error_file", None)
+    if path:
+        with contextlib.suppress(OSError):
+            return Path(path).read_text(errors="replace")
+    return ""
+
+
 class ProgressTable(Callback):
-    def __init__(self, total: int, concurrency: int, every_s: float = 15.0, console: Console | None = None):
+    def __init__(self, total: int, concurrency: int, every_s: float = 15.0, console: Console | None = None,
+                 sweep_dir: str | Path | None = None):
         self.total, self.concurrency, self.every_s = total, concurrency, every_s
+        self.sweep_dir = sweep_dir
         self._console = console
         self.rows: dict[str, dict[str, Any]] = {}
         self.started: dict[str, float] = {}
@@ -68,8 +90,13 @@ class ProgressTable(Callback):
         self.render(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._row(trial)["status"] = "ERROR"
+        row = self._row(trial)
+        row["status"] = "ERROR"
         self.started.pop(trial.trial_id, None)
+        key = trial.config.get("trial_key", trial.trial_id)
+        log = trial_log_dir(self.sweep_dir or ".", key) / "trial.log"
+        self.console.print(failure_report(key, str(row["stage"]), error_text(trial), log), markup=False,
+                           highlight=False)
 
     def on_step_end(self, iteration, trials, **info) -> None:
         self.render()

@@ -17,6 +17,7 @@ from itt_sweep.data.paths import fingerprint
 from itt_sweep.data.tasks import CONTROL, NONE, task_files, task_version
 from itt_sweep.modeling import ModelRef
 from itt_sweep.sweep.storage import TRAIN_DIR
+from itt_sweep.sweep.trial_logs import output_to, trial_log_dir
 from itt_sweep.train.job import StageData, StageJob
 from itt_sweep.train.stage import run_stage, stage_key, stage_metrics
 
@@ -68,7 +69,13 @@ def data_fingerprint(cell: Cell, intermediate: bool, data_dir: Path) -> str:
 
 
 def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """Tune entry point: `config` holds the cell and the sampled hyperparameters; `ctx` the sweep context."""
+    """Tune entry point: `config` holds the cell and the sampled hyperparameters; `ctx` the sweep context.
+    What the trial prints goes to `<sweep>/logs/<trial key>/trial.log` (`trial_logs`)."""
+    with output_to(trial_log_dir(ctx["sweep_dir"], config["trial_key"]) / "trial.log"):
+        _run_trial(config, ctx)
+
+
+def _run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray import tune
 
     from itt_sweep.tracking.trial_run import TrialRun
@@ -89,7 +96,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     (trial_dir / "config.json").write_text(json.dumps({"cell": list(cell), "hp": hp, "trial_key": key,
                                                        "sweep": sweep.model_dump(mode="json")}, indent=1))
     try:
-        model_dir, val_loss = train_stages(sweep, ctx, cell, run)
+        model_dir, val_loss = train_stages(sweep, ctx, cell, run, trial_log_dir(ctx["sweep_dir"], key))
         # `itt-sweep eval --model <trial dir>` finds the trained model through this
         (trial_dir / "model.json").write_text(json.dumps({"model": str(model_dir)}) + "\n")
         tune.report({"stage": "eval", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss})
@@ -108,8 +115,10 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                  "trial_key": key, **flat})
 
 
-def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tuple[Path, float]:
-    """Stages 1 and 2 through the stage cache; returns the stage-2 model dir and its validation loss."""
+def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run, log_dir: Path | None = None
+                 ) -> tuple[Path, float]:
+    """Stages 1 and 2 through the stage cache; returns the stage-2 model dir and its validation loss.
+    The Ray Train workers write their output under `log_dir`."""
     model, upstream = ModelRef.model_validate(ctx["base_model"]), None
     stages = [("target", sweep.stages.target)]
     if cell.intermediate_task != NONE:
@@ -118,6 +127,7 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run) -> tu
     val_loss = math.nan
     for name, spec in stages:
         job = stage_job(sweep, ctx, cell, name, spec, model, upstream)
+        job = job.model_copy(update={"log_dir": str(log_dir) if log_dir else None})
         entry, trained_now = run_stage(job, Path(ctx["storage_root"]) / "stages", ctx["train_storage"], ledger)
         done = stage_metrics(entry)
         run.log_stage(name, done["history"], job.key, trained_now)

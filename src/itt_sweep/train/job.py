@@ -51,6 +51,7 @@ class StageJob(BaseModel):
     max_failures: int = 2
     fresh_model: dict[str, Any] | None = None
     export: bool = True
+    log_dir: str | None = None  # each worker's output goes to <log_dir>/<stage>-rank<k>.log (`trial_logs`)
 
     def batch_split(self) -> tuple[int, int]:
         """(micro batch per worker, accumulation steps); the schema has already checked that they divide."""

@@ -298,7 +298,13 @@ def export_and_report(engine, tokenizer, session: Session, metrics: dict[str, An
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:
     """Entry point for `TorchTrainer`: the job arrives as the dict `StageJob.model_dump()` made."""
-    run_stage_loop(job, RaySession())
+    from itt_sweep.sweep.trial_logs import output_to
+
+    session = RaySession()
+    log_dir = job.get("log_dir")
+    log = Path(log_dir) / f"{job['stage_name']}-rank{session.rank}.log" if log_dir else None
+    with output_to(log):
+        run_stage_loop(job, session)
 
 
 def run_without_ray(job: StageJob | dict[str, Any], on_step: Callable[[], None] | None = None,
