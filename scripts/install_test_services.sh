@@ -21,4 +21,8 @@ if ((${#packages[@]})); then
   apt-get -o DPkg::Lock::Timeout=600 update -q
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${packages[@]}"
 fi
-echo "postgres: $(pg_bin)  chromium: $(command -v chromium)"
+# The line `make services` shows (scripts/step.sh).
+initdb=$(command -v initdb || true)
+postgres=$(pg_bin)
+postgres=${postgres:-${initdb%/initdb}}
+echo "summary: postgres ${postgres:-MISSING}, chromium $(command -v chromium || echo MISSING)"

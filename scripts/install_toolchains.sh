@@ -9,7 +9,8 @@
 # and apt-get update runs first whenever something is to be installed. Swift has no Debian package: it is
 # reported and skipped (its recipe runs wherever swiftc is on PATH).
 # npm packages go to $ITT_TOOLCHAIN_DIR/node_modules (default ./.cache/toolchains), which the recipes put on
-# NODE_PATH. Afterwards `itt-sweep doctor` (or itt_sweep.execution.doctor()) says which languages are ready.
+# NODE_PATH. Afterwards `itt-sweep doctor` (or itt_sweep.execution.doctor()) says which languages are ready; the
+# last line, `summary: N languages ready, ...`, counts them (the line `make toolchains` shows).
 set -euo pipefail
 
 TOOLCHAIN_DIR="${ITT_TOOLCHAIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/.cache/toolchains}"
@@ -126,8 +127,40 @@ done
 # The executor runs bwrap as an unprivileged user (when root, a leased uid), so probe it as one.
 as_user=()
 [[ $(id -u) -eq 0 ]] && command -v setpriv >/dev/null && as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+sandbox=""
 if (cd / && "${as_user[@]}" bwrap --unshare-all --die-with-parent --ro-bind / / --proc /proc --dev /dev true); then
   echo "bwrap: works"
 else
   echo "bwrap: installed but cannot create namespaces here (execute() will refuse unless allow_unsandboxed)" >&2
+  sandbox="; bwrap cannot create namespaces here"
 fi
+
+# The line `make toolchains` shows (scripts/step.sh): which of the requested languages can run now, by
+# itt_sweep's own check (doctor()) when the venv has it, else by what this script installs being present.
+unavailable=()
+if [[ -x "$PYTHON" ]] && "$PYTHON" -c 'import itt_sweep' 2>/dev/null; then
+  report=$(ITT_TOOLCHAIN_DIR="$TOOLCHAIN_DIR" "$PYTHON" -c '
+import sys
+from itt_sweep.execution.recipes import doctor
+report = doctor()
+print(" ".join(language for language in sys.argv[1:] if not report.get(language, (False,))[0]))' "${LANGUAGES[@]}")
+  read -r -a unavailable <<<"$report"
+else
+  for language in "${LANGUAGES[@]}"; do
+    needs=()
+    for pair in ${APT[$language]}; do needs+=("${pair%%=*}"); done
+    [[ $language == swift ]] && needs+=(swiftc)
+    ready=1
+    for thing in "${needs[@]}"; do have "$thing" || ready=0; done
+    for spec in ${NPM[$language]:-}; do [[ -d "$TOOLCHAIN_DIR/node_modules/${spec%@*}" ]] || ready=0; done
+    ((ready)) || unavailable+=("$language")
+  done
+fi
+n_ready=$((${#LANGUAGES[@]} - ${#unavailable[@]}))
+summary="$n_ready language$( ((n_ready == 1)) || echo s) ready"
+if ((${#unavailable[@]} == 1)); then
+  summary+=", ${unavailable[0]} unavailable on this machine"
+elif ((${#unavailable[@]})); then
+  summary+=", ${#unavailable[@]} unavailable on this machine: ${unavailable[*]} (itt-sweep doctor says why)"
+fi
+echo "summary: $summary$sandbox"
