@@ -82,6 +82,9 @@ def test_reduced_smoke_sweep_logs_runs_metrics_and_heatmap(smoke_raw, tmp_path, 
 
     # the console is the researcher's: Ray's actors and the workers write to the trials' log files
     console = proc.stdout + proc.stderr
+    (tmp_path / "console.txt").write_text(console)  # what a user saw, kept with the test's files
+    print(console[-6000:])
+    assert "trial conala_nl2python__python__s0__n0 done in" in console  # one summary line per trial end
     for noise in ("(PlacementGroupCleaner", "(RayTrainWorker", "TrainingReport(", "all_gather_into_tensor"):
         assert noise not in console, (noise, console[-3000:])
     logs = sweep_dir / "logs" / "conala_nl2python__python__s0__n0"

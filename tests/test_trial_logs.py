@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from itt_sweep.sweep.progress import ProgressTable, failure_report
+from itt_sweep.sweep.progress import SweepView, failure_report
 from itt_sweep.sweep.trial_logs import log_tail
 
 SCRIPT = """
@@ -50,12 +50,13 @@ def test_a_failed_trial_is_reported_with_key_stage_error_tail_and_log_path(tmp_p
     error.write_text("Traceback (most recent call last):\n" + "".join(f"  frame {i}\n" for i in range(30))
                      + "RuntimeError: stage 2 exploded\n")
     printed = []
-    table = ProgressTable(total=1, concurrency=1, sweep_dir=tmp_path / "runs" / "s",
-                          console=SimpleNamespace(print=lambda text, **_: printed.append(text)))
-    trial = SimpleNamespace(trial_id="abc", config={"trial_key": "none__python__s0__n0"}, error_file=str(error))
+    table = SweepView(total=1, concurrency=1, sweep_dir=tmp_path / "runs" / "s",
+                      console=SimpleNamespace(print=lambda text, **_: printed.append(text), is_terminal=False))
+    trial = SimpleNamespace(trial_id="abc", config={"trial_key": "none__python__s0__n0", "cell": ["none"]},
+                            error_file=str(error))
     table.on_trial_result(0, [], trial, {"stage": "target", "target_step": 3})
     table.on_trial_error(0, [], trial)
-    [report] = printed
+    report = next(text for text in printed if "FAILED" in text)
     assert report.startswith("trial none__python__s0__n0 FAILED in stage target")
     assert "RuntimeError: stage 2 exploded" in report and "frame 0" not in report
     assert str(tmp_path / "runs" / "s" / "logs" / "none__python__s0__n0" / "trial.log") in report

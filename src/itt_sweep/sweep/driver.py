@@ -13,7 +13,7 @@ import yaml
 from itt_sweep.config import SweepConfig, SweepFileError, load_sweep, trial_count
 from itt_sweep.data.tasks import CONTROL
 from itt_sweep.sweep.prepare import in_ray_job, preflight, sweep_context
-from itt_sweep.sweep.progress import ProgressTable
+from itt_sweep.sweep.progress import SweepView
 from itt_sweep.sweep.schedulers import make_scheduler
 from itt_sweep.sweep.search import CellSearcher
 from itt_sweep.sweep.storage import TUNE_DIR, tune_location, tune_state_header
@@ -49,8 +49,8 @@ def leave_job_copy(ctx: dict[str, Any]) -> None:
 
 
 def callbacks(sweep: SweepConfig, ctx: dict[str, Any]) -> list:
-    return [ProgressTable(total=trial_count(sweep), concurrency=sweep.resources.max_concurrent_trials,
-                          sweep_dir=ctx["sweep_dir"])]
+    return [SweepView(total=trial_count(sweep), concurrency=sweep.resources.max_concurrent_trials,
+                      sweep_dir=ctx["sweep_dir"])]
 
 
 def trainable(ctx: dict[str, Any]):

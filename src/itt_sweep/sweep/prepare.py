@@ -18,6 +18,7 @@ from itt_sweep.data.prompts import format_example
 from itt_sweep.data.tasks import ALL, CONTROL, NONE, load_task_examples
 from itt_sweep.modeling import SCRATCH_VERSION, ModelRef, build_scratch, check_loadable, is_scratch
 from itt_sweep.sweep.storage import local_path, probe_uri, ray_locations
+from itt_sweep.sweep.trial_logs import quiet_driver
 
 
 def preflight(sweep: SweepConfig, source: str) -> Path:
@@ -177,6 +178,7 @@ def sweep_context(sweep: SweepConfig, data: Path) -> dict[str, Any]:
     storage_root = Path(sweep.storage.path).expanduser().resolve()
     sweep_dir = storage_root / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    quiet_driver(sweep_dir)  # before the base model is built: its progress bars go to the driver log
     model_ref, model_key = base_model(sweep, data, storage_root)
     return {"sweep": sweep.model_dump(mode="json"), "data_dir": str(data.resolve()),
             "storage_root": str(storage_root), "sweep_dir": str(sweep_dir),

@@ -1,35 +1,34 @@
-"""A live table of trials (cell, stage, step, validation loss, status) with an ETA, printed by the driver.
+"""The sweep's console: one live view of every trial, a line per finished or failed trial, an ETA.
 
-It is a Tune callback fed by results the trials already send, so it costs the driver loop a dict update per
-result and a table render every `every_s` seconds.
+A Tune callback fed by the results trials already send (stage, step, validation loss, tokens/s), so it costs
+the driver loop a dict update per result. On a terminal it is a rich `Live` view, redrawn in place; without
+one (CI, `nohup`, a Ray Job's log) the same content is one plain line, printed when it changed and at most
+every `every_s` seconds. Finished trials get one summary line, failed ones their key, stage, the error's
+last lines and the path of their log (`trial_logs`), so a day-long sweep can be read at a glance.
+
+The ETA adds, for every trial not done, the mean wall time of each stage it still has to run (measured on
+stages that trained here; stage-cache hits are counted apart and cost nothing), divided among the slots.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import statistics
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from itt_sweep.sweep.trial_logs import trial_log_dir
 
-
-def eta_seconds(durations: list[float], remaining: int, concurrency: int, elapsed_running: float = 0.0) -> float:
-    """Mean finished-trial time × trials left, divided among concurrent slots; NaN before any trial ends."""
-    if not durations:
-        return math.nan
-    return max(0.0, (sum(durations) / len(durations)) * remaining / max(1, concurrency) - elapsed_running)
-
-
-def _fmt_eta(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "ETA: after the first trial"
-    return f"ETA: {int(seconds // 60)} min {int(seconds % 60)} s"
+STAGES = ("intermediate", "target", "eval")
 
 
 def failure_report(key: str, stage: str, error_text: str, log: Path, lines: int = 8) -> str:
@@ -48,73 +47,199 @@ def error_text(trial) -> str:
     return ""
 
 
-class ProgressTable(Callback):
-    def __init__(self, total: int, concurrency: int, every_s: float = 15.0, console: Console | None = None,
-                 sweep_dir: str | Path | None = None):
+def duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+@dataclass
+class TrialState:
+    key: str
+    stages: tuple[str, ...]  # what this trial runs: `none` has no intermediate stage
+    status: str = "PENDING"
+    stage: str = "-"
+    step: int | None = None
+    steps: int | None = None
+    val_loss: float = math.nan
+    tokens_per_s: float = math.nan
+    started: float | None = None
+    stage_started: float | None = None
+    cached: set[str] = field(default_factory=set)
+
+
+class SweepView(Callback):
+    def __init__(self, total: int, concurrency: int, sweep_dir: str | Path | None = None, every_s: float = 30.0,
+                 console: Console | None = None) -> None:
         self.total, self.concurrency, self.every_s = total, concurrency, every_s
         self.sweep_dir = sweep_dir
         self._console = console
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.started: dict[str, float] = {}
-        self.durations: list[float] = []
-        self.last_render = 0.0
+        self._live: Live | None = None
+        self.trials: dict[str, TrialState] = {}
+        self.stage_times: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        self.cache_hits = 0
+        self.last_line, self.last_print = "", 0.0
 
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment; a console can't be
-        return {**self.__dict__, "_console": None}
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment; consoles can't be
+        return {**self.__dict__, "_console": None, "_live": None}
 
     @property
     def console(self) -> Console:
         if self._console is None:
-            self._console = Console(stderr=True)
+            self._console = Console(file=sys.stderr)
         return self._console
 
-    def _row(self, trial) -> dict[str, Any]:
+    # ------------------------------------------------------------ Tune events
+
+    def _state(self, trial) -> TrialState:
         key = trial.config.get("trial_key", trial.trial_id)
-        return self.rows.setdefault(key, {"stage": "-", "step": "-", "val_loss": math.nan, "status": "PENDING"})
+        if key not in self.trials:
+            task = (trial.config.get("cell") or ["?"])[0]
+            stages = STAGES[1:] if task == "none" else STAGES
+            self.trials[key] = TrialState(key=key, stages=stages)
+        return self.trials[key]
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.started[trial.trial_id] = time.monotonic()
-        self._row(trial)["status"] = "RUNNING"
+        state = self._state(trial)
+        state.status, state.started = "RUNNING", time.monotonic()
+        self.update()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        row = self._row(trial)
-        stage = result.get("stage", row["stage"])
-        row["stage"] = stage
-        row["step"] = result.get(f"{stage}_step", row["step"])
-        row["val_loss"] = result.get(f"{stage}_val_loss", row["val_loss"])
+        state = self._state(trial)
+        stage = result.get("stage", state.stage)
+        if stage != state.stage:
+            self._close_stage(state)
+            state.stage, state.stage_started, state.step = stage, time.monotonic(), None
+        if result.get("cached"):
+            state.cached.add(stage)
+        state.step = result.get(f"{stage}_step", state.step)
+        state.steps = result.get(f"{stage}_steps", state.steps)
+        state.val_loss = result.get(f"{stage}_val_loss", state.val_loss)
+        state.tokens_per_s = result.get(f"{stage}_tokens_per_s", state.tokens_per_s)
+        self.update()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._row(trial).update(status="DONE", stage="eval")
-        if trial.trial_id in self.started:
-            self.durations.append(time.monotonic() - self.started.pop(trial.trial_id))
-        self.render(force=True)
+        state = self._state(trial)
+        self._close_stage(state)
+        state.status, state.stage = "DONE", "done"
+        self.say(self._summary(state, trial.last_result or {}))
+        self.update(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        row = self._row(trial)
-        row["status"] = "ERROR"
-        self.started.pop(trial.trial_id, None)
-        key = trial.config.get("trial_key", trial.trial_id)
-        log = trial_log_dir(self.sweep_dir or ".", key) / "trial.log"
-        self.console.print(failure_report(key, str(row["stage"]), error_text(trial), log), markup=False,
-                           highlight=False)
+        state = self._state(trial)
+        state.status = "ERROR"
+        log = trial_log_dir(self.sweep_dir or ".", state.key) / "trial.log"
+        self.say(failure_report(state.key, state.stage, error_text(trial), log))
+        self.update(force=True)
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        self.render()
+        self.update()
 
-    def render(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_render < self.every_s:
-            return
-        self.last_render = now
-        done = sum(r["status"] in ("DONE", "ERROR") for r in self.rows.values())
-        running = [now - t for t in self.started.values()]
-        eta = eta_seconds(self.durations, self.total - done, self.concurrency,
-                          sum(running) / max(1, len(running)) if running else 0.0)
-        table = Table(title=f"itt-sweep: {done}/{self.total} trials done   {_fmt_eta(eta)}")
-        for column in ("trial (cell__sample)", "stage", "step", "val loss", "status"):
+    def on_experiment_end(self, trials, **info) -> None:
+        self.update(force=True)
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _close_stage(self, state: TrialState) -> None:
+        if state.stage in STAGES and state.stage_started is not None:
+            if state.stage in state.cached:
+                self.cache_hits += 1
+            else:
+                self.stage_times[state.stage].append(time.monotonic() - state.stage_started)
+        state.stage_started = None
+
+    def counts(self) -> dict[str, int]:
+        statuses = [t.status for t in self.trials.values()]
+        done, running, errored = (statuses.count(s) for s in ("DONE", "RUNNING", "ERROR"))
+        return {"done": done, "running": running, "errored": errored,
+                "pending": self.total - done - running - errored}
+
+    def eta_s(self) -> float:
+        """Mean measured time of every stage still to run, over all unfinished trials, per concurrent slot."""
+        mean = {stage: statistics.fmean(times) for stage, times in self.stage_times.items() if times}
+        if not mean:
+            return math.nan
+        now, left = time.monotonic(), 0.0
+        unseen = self.total - len(self.trials)
+        typical = max(self.trials.values(), key=lambda t: len(t.stages)).stages if self.trials else STAGES
+        for state in [*self.trials.values(), *[TrialState("", typical)] * unseen]:
+            if state.status in ("DONE", "ERROR"):
+                continue
+            todo = state.stages[state.stages.index(state.stage):] if state.stage in state.stages else state.stages
+            for stage in todo:
+                if stage not in mean:
+                    continue
+                spent = now - state.stage_started if stage == state.stage and state.stage_started else 0.0
+                left += max(0.0, mean[stage] - spent)
+        return left / max(1, self.concurrency)
+
+    def _summary(self, state: TrialState, result: dict[str, Any]) -> str:
+        elapsed = time.monotonic() - state.started if state.started else math.nan
+        evals = {k.split("/")[1]: v for k, v in result.items() if k.startswith("eval/") and k.endswith("/pass_at_1")}
+        nll = [v for k, v in result.items() if k.startswith("eval/") and k.endswith("/ref_nll") and math.isfinite(v)]
+        parts = [f"trial {state.key} done in {duration(elapsed)}"]
+        if evals:
+            parts.append(f"pass@1 mean {statistics.fmean(evals.values()):.3f} over {len(evals)} languages")
+        if nll:
+            parts.append(f"ref_nll mean {statistics.fmean(nll):.3f}")
+        if state.cached:
+            parts.append("cached: " + ", ".join(sorted(state.cached)))
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------ output
+
+    def headline(self) -> str:
+        c = self.counts()
+        eta = self.eta_s()
+        return (f"itt-sweep: {c['done']}/{self.total} done, {c['running']} running, {c['pending']} pending, "
+                f"{c['errored']} errored; ETA {duration(eta) if math.isfinite(eta) else 'after the first stage'}"
+                + (f"; {self.cache_hits} stage-cache hits" if self.cache_hits else ""))
+
+    def running_lines(self) -> list[str]:
+        now, lines = time.monotonic(), []
+        for state in sorted(self.trials.values(), key=lambda t: t.key):
+            if state.status != "RUNNING":
+                continue
+            step = f"{state.step}/{state.steps}" if state.step is not None and state.steps else "-"
+            loss = f"{state.val_loss:.4f}" if math.isfinite(state.val_loss) else "-"
+            speed = f"{state.tokens_per_s:.0f}" if math.isfinite(state.tokens_per_s) else "-"
+            lines.append(f"{state.key} {state.stage} step {step} val {loss} tok/s {speed} "
+                         f"{duration(now - state.started) if state.started else '-'}")
+        return lines
+
+    def table(self) -> Table:
+        table = Table(title=self.headline(), title_justify="left")
+        for column in ("trial", "stage", "step", "val loss", "tok/s", "elapsed", "status"):
             table.add_column(column)
-        for key, row in sorted(self.rows.items()):
-            loss = row["val_loss"]
-            table.add_row(key, str(row["stage"]), str(row["step"]),
-                          "-" if not isinstance(loss, float) or math.isnan(loss) else f"{loss:.4f}", row["status"])
-        self.console.print(table)
+        now = time.monotonic()
+        for state in sorted(self.trials.values(), key=lambda t: t.key):
+            step = f"{state.step}/{state.steps}" if state.step is not None and state.steps else "-"
+            table.add_row(state.key, state.stage, step,
+                          f"{state.val_loss:.4f}" if math.isfinite(state.val_loss) else "-",
+                          f"{state.tokens_per_s:.0f}" if math.isfinite(state.tokens_per_s) else "-",
+                          duration(now - state.started) if state.started and state.status == "RUNNING" else "-",
+                          state.status)
+        return table
+
+    def say(self, text: str) -> None:
+        """A line that stays (a trial's end or failure), above the live view on a terminal."""
+        target = self._live.console if self._live is not None else self.console
+        target.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def update(self, force: bool = False) -> None:
+        if self.console.is_terminal:
+            if self._live is None:
+                self._live = Live(self.table(), console=self.console, refresh_per_second=1, transient=False)
+                self._live.start()
+            self._live.update(self.table())
+            return
+        line = " | ".join([self.headline(), *self.running_lines()])
+        now = time.monotonic()
+        if line != self.last_line and (force or now - self.last_print >= self.every_s):
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.last_line, self.last_print = line, now

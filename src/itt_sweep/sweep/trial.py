@@ -119,6 +119,8 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run, log_d
                  ) -> tuple[Path, float]:
     """Stages 1 and 2 through the stage cache; returns the stage-2 model dir and its validation loss.
     The Ray Train workers write their output under `log_dir`."""
+    from ray import tune
+
     model, upstream = ModelRef.model_validate(ctx["base_model"]), None
     stages = [("target", sweep.stages.target)]
     if cell.intermediate_task != NONE:
@@ -128,8 +130,11 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run, log_d
     for name, spec in stages:
         job = stage_job(sweep, ctx, cell, name, spec, model, upstream)
         job = job.model_copy(update={"log_dir": str(log_dir) if log_dir else None})
+        tune.report({"stage": name, f"{name}_steps": spec.steps})  # the live view's stage clock starts here
         entry, trained_now = run_stage(job, Path(ctx["storage_root"]) / "stages", ctx["train_storage"], ledger)
         done = stage_metrics(entry)
+        if not trained_now:  # the live view counts it as a cache hit, not as a stage's training time
+            tune.report({"stage": name, "cached": True, f"{name}_step": spec.steps, f"{name}_steps": spec.steps})
         run.log_stage(name, done["history"], job.key, trained_now)
         model, upstream = ModelRef(name=str(entry)), job.key
         val_loss = done["final"].get(f"{name}_val_loss", math.nan)

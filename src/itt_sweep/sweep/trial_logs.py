@@ -13,6 +13,7 @@ prints them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -66,3 +67,45 @@ def log_tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+# Driver-side loggers whose INFO lines a researcher cannot act on ("Started a local Ray instance", Tune's "View
+# detailed results here" / TensorBoard hints, MLflow's "Creating initial MLflow database tables"): to the
+# driver log only. Their warnings still reach the console.
+QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "mlflow", "alembic", "filelock")
+
+
+def quiet_driver(sweep_dir: str | Path) -> Path:
+    """The driver's log file `<sweep dir>/logs/driver.log` gets every record (INFO and up) of every logger;
+    the console keeps our own INFO lines and everyone's warnings. Progress bars of model downloads and writes
+    (huggingface_hub, transformers) are turned off. Verbose mode changes nothing."""
+    path = Path(sweep_dir) / LOGS_DIR / "driver.log"
+    if verbose():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    if not any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [*logger.handlers, *(root.handlers if logger.propagate else [])]:
+            if not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_drop_info_of(QUIET_LOGGERS))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return path
+
+
+class _drop_info_of(logging.Filter):  # noqa: N801 (used as a function)
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quiet = any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes)
+        return record.levelno >= logging.WARNING or not quiet

@@ -213,10 +213,11 @@ def run_stage_loop(job: StageJob | dict[str, Any], session: Session) -> dict[str
     for step in range(start_step, stage.steps):
         step_start = time.perf_counter()
         indices = step_indices(len(train_set), global_batch, step, job.seed)
-        step_loss = torch.zeros((), device=engine.device)
+        step_loss, tokens = torch.zeros((), device=engine.device), 0
         micro_batches = rank_micro_batches(indices, rank, world, micro)
         for ids in micro_batches:
             batch = to_device(collate([train_set[i] for i in ids], pad_id), engine.device)
+            tokens += batch["input_ids"].numel()
             loss = engine(**batch).loss
             engine.backward(loss)
             engine.step()
@@ -227,7 +228,8 @@ def run_stage_loop(job: StageJob | dict[str, Any], session: Session) -> dict[str
                         "time": now - t0, "step_time": now - step_start})
         session.step_done()
         last = step + 1 == stage.steps
-        metrics = {f"{prefix}_step": step + 1, f"{prefix}_train_loss": step_loss, "stage": prefix}
+        metrics = {f"{prefix}_step": step + 1, f"{prefix}_steps": stage.steps, f"{prefix}_train_loss": step_loss,
+                   f"{prefix}_tokens_per_s": tokens * world / (now - step_start), "stage": prefix}
         if (step + 1) % stage.eval_every == 0 or last:
             val_loss = validation_loss(engine, val_set, pad_id, micro, rank, world)
             history[-1]["val_loss"] = val_loss

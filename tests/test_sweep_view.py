@@ -1,0 +1,85 @@
+"""The sweep's live view, driven by the Tune events a sweep produces, on a terminal and without one."""
+
+from __future__ import annotations
+
+import io
+import math
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from itt_sweep.sweep import progress
+from itt_sweep.sweep.progress import SweepView
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def trial(key: str, task: str) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=key, config={"trial_key": key, "cell": [task, "python", 0]}, last_result={},
+                           error_file=None)
+
+
+def plain_view(total: int = 3, every_s: float = 30.0) -> tuple[SweepView, io.StringIO]:
+    out = io.StringIO()
+    return SweepView(total=total, concurrency=1, every_s=every_s, console=Console(file=out, width=400)), out
+
+
+def test_without_a_terminal_one_plain_line_per_change_at_most_every_n_seconds(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    view, out = plain_view(every_s=30)
+    a = trial("conala__python__s0", "conala_nl2python")
+    view.on_trial_start(0, [], a)
+    for step in range(1, 5):  # four results within a few seconds: one line, not four
+        clock.now += 1
+        view.on_trial_result(0, [], a, {"stage": "intermediate", "intermediate_step": step,
+                                        "intermediate_steps": 8, "intermediate_tokens_per_s": 150.0})
+    clock.now += 31
+    view.on_trial_result(0, [], a, {"stage": "intermediate", "intermediate_step": 6, "intermediate_steps": 8,
+                                    "intermediate_val_loss": 1.25, "intermediate_tokens_per_s": 151.0})
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("itt-sweep: 0/3 done, 1 running, 2 pending, 0 errored; ETA after the first stage")
+    assert "conala__python__s0 intermediate step 6/8 val 1.2500 tok/s 151 0m35s" in lines[1]
+
+
+def test_eta_uses_stage_times_measured_here_and_counts_cache_hits_apart(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    view, out = plain_view(total=3)
+    first, second = trial("a__python__s0", "conala_nl2python"), trial("b__python__s1", "conala_nl2python")
+    view.on_trial_start(0, [], first)
+    for stage, seconds in (("intermediate", 100), ("target", 200), ("eval", 300)):
+        view.on_trial_result(0, [], first, {"stage": stage})
+        clock.now += seconds
+    first.last_result = {"eval/python/pass_at_1": 0.25, "eval/java/pass_at_1": 0.0, "eval/python/ref_nll": 1.5}
+    view.on_trial_complete(0, [], first)
+    assert "trial a__python__s0 done in 10m00s; pass@1 mean 0.125 over 2 languages; ref_nll mean 1.500" \
+        in out.getvalue()
+    view.on_trial_start(0, [], second)
+    view.on_trial_result(0, [], second, {"stage": "intermediate", "cached": True})
+    view.on_trial_result(0, [], second, {"stage": "target"})
+    clock.now += 50
+    # second: 150 s left of target + 300 s eval; the unseen third trial: 100 + 200 + 300
+    assert math.isclose(view.eta_s(), 150 + 300 + 600)
+    assert view.cache_hits == 1 and view.stage_times["intermediate"] == [100]
+
+
+def test_on_a_terminal_the_view_is_redrawn_in_place_and_ends_with_the_experiment():
+    out = io.StringIO()
+    view = SweepView(total=1, concurrency=1, console=Console(file=out, force_terminal=True, width=200))
+    a = trial("none__python__s0", "none")
+    view.on_trial_start(0, [], a)
+    view.on_trial_result(0, [], a, {"stage": "target", "target_step": 2, "target_steps": 8})
+    assert view._live is not None
+    view.on_trial_complete(0, [], a)
+    view.on_experiment_end([])
+    text = out.getvalue()
+    assert view._live is None and "none__python__s0" in text and "trial none__python__s0 done" in text
+    assert "\x1b[" in text  # cursor movement: redrawn, not appended
