@@ -85,7 +85,10 @@ status: install
 	$(BIN)/itt-sweep status $(SWEEP)
 
 ui: install
-	@echo "MLflow UI on http://127.0.0.1:$(UI_PORT) (store: $(MLFLOW_URI)); Ctrl-C stops it"
+	@url=$$($(BIN)/python -m itt_sweep.tracking.ui_url --uri '$(MLFLOW_URI)' --port $(UI_PORT) \
+	  $(if $(filter command line environment,$(origin SWEEP)),--sweep '$(SWEEP)')) || exit 1; \
+	echo "MLflow UI: $$url (store: $(MLFLOW_URI)); Ctrl-C stops it"; \
+	$(BIN)/python -m itt_sweep.tracking.ui_url --open "$$url" & \
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 # Services the end-to-end tests start themselves: PostgreSQL (MLflow backend test), Chromium (MLflow UI test).

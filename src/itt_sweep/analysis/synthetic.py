@@ -91,6 +91,7 @@ def log_sweep(
     With `history_steps`, each trial also logs a `target/train_loss` and `target/lr` curve of that many steps.
     """
     from itt_sweep.tracking.mlflow_runs import client_for, experiment_id, find_or_create_run
+    from itt_sweep.tracking.summary import NOTE_TAG, cell_params, set_runs_view, sweep_description
     from itt_sweep.tracking.trial_run import TrialRun
 
     sweep_dir = Path(sweep_dir)
@@ -105,12 +106,16 @@ def log_sweep(
     parent = find_or_create_run(
         client, exp, parent_tags, run_name=name, key_tags=("itt.sweep", "itt.sweep_hash")
     )
+    client.set_tag(parent, NOTE_TAG, sweep_description(sweep, str(sweep_dir)))
+    set_runs_view(client, exp, sweep.eval_languages)
     children = {}
     for record in records:
         trial_dir = sweep_dir / "trials" / record["trial_key"]
         tags = _trial_tags(record, name)
         run = TrialRun(tracking_uri, exp, parent, record["trial_key"], tags, trial_dir / ".tracking")
         run.start()
+        run.log_params(cell_params(record["intermediate_task"], record["source_language"], record["seed"],
+                                   record.get("hp", {})))
         if history_steps:
             run.log_stage("target", _history(history_steps), cache_key="synthetic", trained_now=True)
         run.log_eval(record["eval"], record["val_loss"])

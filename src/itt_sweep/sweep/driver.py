@@ -64,12 +64,15 @@ def trainable(ctx: dict[str, Any]):
 
 def start_tracking(sweep: SweepConfig, ctx: dict[str, Any], sweep_path: Path) -> None:
     from itt_sweep.tracking.mlflow_runs import absolute_uri, client_for, experiment_id, find_or_create_run
+    from itt_sweep.tracking.summary import NOTE_TAG, set_runs_view, sweep_description
 
     uri = absolute_uri(sweep.tracking.uri)
     client = client_for(uri)
     exp = experiment_id(client, sweep.tracking.experiment or f"itt-sweep/{sweep.name}")
     tags = {"itt.sweep": sweep.name, "itt.sweep_hash": sweep.config_hash(), "itt.role": "sweep"}
     parent = find_or_create_run(client, exp, tags, run_name=sweep.name, key_tags=("itt.sweep", "itt.sweep_hash"))
+    client.set_tag(parent, NOTE_TAG, sweep_description(sweep, ctx["sweep_dir"]))  # the run's description
+    set_runs_view(client, exp, sweep.eval_languages)  # the trials' table `make ui` opens
     resolved = Path(ctx["sweep_dir"]) / "sweep.resolved.yaml"
     header = f"# resolved from {sweep_path}\n" + tune_state_header(sweep, ctx)
     resolved.write_text(header + yaml.safe_dump(ctx["sweep"], sort_keys=False))

@@ -78,6 +78,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
 def _run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray import tune
 
+    from itt_sweep.tracking.summary import cell_params
     from itt_sweep.tracking.trial_run import TrialRun
 
     cell = Cell(*config["cell"])
@@ -91,8 +92,10 @@ def _run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     run = TrialRun(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], key, tags,
                    trial_dir / ".tracking")
     run.start()
-    run.log_params({"hp": hp, "stages": sweep.stages.model_dump(), "training": sweep.training.model_dump(),
-                    "evaluation": sweep.evaluation.model_dump(), "model": sweep.model.model_dump()})
+    # the cell and searched values flat (`task`, `source`, `seed`, `target_lr`, ...) for the UI's compare views
+    run.log_params({**cell_params(*cell, hp), "hp": hp, "stages": sweep.stages.model_dump(),
+                    "training": sweep.training.model_dump(), "evaluation": sweep.evaluation.model_dump(),
+                    "model": sweep.model.model_dump()})
     (trial_dir / "config.json").write_text(json.dumps({"cell": list(cell), "hp": hp, "trial_key": key,
                                                        "sweep": sweep.model_dump(mode="json")}, indent=1))
     try:

@@ -15,6 +15,8 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from itt_sweep.tracking.summary import summary_metrics
+
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -49,12 +51,22 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
             f"or set tracking.uri to sqlite:///mlflow.db") from None
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created if needed; tagged as model training (not GenAI) either way.
+
+    Earlier MLflow 3 UIs pick the experiment's view from this tag. The 3.17 UI ignores it and follows its
+    own GenAI / model-training switch (default GenAI), which a URL sets with `?workflowType=machine_learning`
+    (`ui_url.runs_url`); the tag still says what the experiment holds."""
+    key, kind = EXPERIMENT_KIND
     found = client.get_experiment_by_name(name)
-    if found:
-        return found.experiment_id
-    # without this tag MLflow 3 opens the experiment in its GenAI view, which hides training runs' metrics
-    return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
+    if found is None:
+        return client.create_experiment(name, tags={key: kind})
+    if key not in found.tags:  # created before the tag, or by hand
+        client.set_experiment_tag(found.experiment_id, key, kind)
+    return found.experiment_id
 
 
 def find_run(client: MlflowClient, exp_id: str, tags: dict[str, str]) -> str | None:
@@ -95,6 +107,7 @@ def log_eval_run(uri: str, experiment: str, run_name: str, params: dict[str, Any
     now = int(time.time() * 1000)
     rows = [Metric(f"eval/{lang}/{name}", float(value), now, 0) for lang, per in metrics.items()
             for name, value in per.items() if value is not None and math.isfinite(value)]
+    rows += [Metric(name, value, now, 0) for name, value in summary_metrics(metrics).items()]
     flat = [Param(key, str(value)[:6000]) for key, value in flatten("", params).items()]
     for start in range(0, max(len(rows), len(flat)), 100):  # MLflow's batch limits
         client.log_batch(run_id, metrics=rows[start:start + 100], params=flat[start:start + 100])

@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from itt_sweep.tracking.mlflow_runs import BATCH, client_for, find_or_create_run, flatten
 from itt_sweep.tracking.outbox import Outbox
+from itt_sweep.tracking.summary import summary_metrics
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ class TrialRun:
         now = int(time.time() * 1000)
         rows = [(f"eval/{lang}/{name}", float(v), now, 0) for lang, per in metrics.items()
                 for name, v in per.items() if math.isfinite(v)]
+        # the same numbers under short names for the UI's columns and charts (tracking/summary.py)
+        rows += [(name, value, now, 0) for name, value in summary_metrics(metrics).items()]
         if math.isfinite(val_loss):
             rows.append(("val_loss", float(val_loss), now, 0))
         self.outbox.append({"op": "metrics", "rows": rows})
