@@ -80,6 +80,19 @@ def test_reduced_smoke_sweep_logs_runs_metrics_and_heatmap(smoke_raw, tmp_path, 
     record = json.loads((sweep_dir / "trials" / "none__python__s0__n0" / "metrics.json").read_text())
     assert set(record["eval"]) == {"python", "javascript"}
 
+    # where the time went: per phase in metrics.json and MLflow, summed by `itt-sweep status`
+    phases = json.loads((sweep_dir / "trials" / "conala_nl2python__python__s0__n0" / "metrics.json").read_text())[
+        "phases"]
+    assert phases["intermediate"]["steps_s"] > 0 and phases["target"]["engine_init_s"] > 0
+    assert phases["eval"]["generate_s"] > 0 and phases["eval"]["execute_s"] > 0
+    assert 0 < phases["target"]["wall_s"] + phases["eval"]["wall_s"] < phases["trial_s"]
+    assert conala.data.metrics["time/trial_s"] == phases["trial_s"]
+    status = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "status", str(sweep_dir)], cwd=tmp_path,
+                            env={**env, "COLUMNS": "160"}, capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert "where the time of the finished trials went" in status.stdout, status.stdout
+    assert "stage 1-2: training steps" in status.stdout and "stage 3: generation" in status.stdout
+
     # the console is the researcher's: Ray's actors and the workers write to the trials' log files
     console = proc.stdout + proc.stderr
     (tmp_path / "console.txt").write_text(console)  # what a user saw, kept with the test's files

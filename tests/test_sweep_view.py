@@ -83,3 +83,26 @@ def test_on_a_terminal_the_view_is_redrawn_in_place_and_ends_with_the_experiment
     text = out.getvalue()
     assert view._live is None and "none__python__s0" in text and "trial none__python__s0 done" in text
     assert "\x1b[" in text  # cursor movement: redrawn, not appended
+
+
+def test_time_table_sums_phases_over_trials_and_keeps_cache_hits_and_overlap_apart(tmp_path):
+    import json
+
+    from itt_sweep.sweep.status import time_table
+    from itt_sweep.sweep.trial import stage_phases
+
+    loop = {"engine_init_s": 10.0, "data_s": 1.0, "steps_s": 60.0, "validation_s": 4.0, "checkpoint_s": 3.0,
+            "export_s": 2.0, "tokens_per_s": 900.0}
+    trained = stage_phases(100.0, True, loop)
+    assert trained["workers_and_handover_s"] == 20.0 and trained["tokens_per_s"] == 900.0
+    for key, first in (("a", trained), ("b", stage_phases(0.5, False, {}))):
+        phases = {"intermediate": first, "target": trained, "tracking_s": 1.0, "trial_s": 400.0,
+                  "eval": {"wall_s": 150.0, "load_s": 10.0, "generate_s": 100.0, "ref_nll_s": 20.0,
+                           "execute_s": 70.0, "references_s": 5.0}}
+        (tmp_path / "trials" / key).mkdir(parents=True)
+        (tmp_path / "trials" / key / "metrics.json").write_text(json.dumps({"phases": phases}))
+    totals, trial_s, overlapped = time_table(tmp_path)
+    assert trial_s == 800.0
+    assert totals["stage 1-2: training steps"] == 3 * 60.0 and totals["stage 1-2: stage-cache hits"] == 0.5
+    assert totals["stage 3: generation"] == 200.0 and totals["stage 3: rest (waiting on execution, saving)"] == 40.0
+    assert overlapped["stage 3: execution (beside generation)"] == 140.0

@@ -90,6 +90,8 @@ class Stage3Stats:
     load_s: float = 0.0
     generate_s: float = 0.0
     ref_nll_s: float = 0.0
+    execute_s: float = 0.0  # the executor's busy time (beside generation, in its own thread)
+    references_s: float = 0.0  # verifying reference solutions (cached after the first trial)
     new_tokens: int = 0
     reused_languages: list[str] = field(default_factory=list)
 
@@ -382,14 +384,14 @@ def _overlapped(model, tokenizer, problems: dict[str, list[Problem]], spec: Eval
     with ThreadPoolExecutor(1, thread_name_prefix="stage3-refs") as ref_pool, \
             ThreadPoolExecutor(1, thread_name_prefix="stage3-exec") as exec_pool:
         refs: dict[str, Future] = {
-            lang: ref_pool.submit(verified_references, lang, problems[lang], data_dir, reference_dir, limits,
-                                  spec.allow_unsandboxed) for lang in languages}
+            lang: ref_pool.submit(_timed, stats, "references_s", verified_references, lang, problems[lang],
+                                  data_dir, reference_dir, limits, spec.allow_unsandboxed) for lang in languages}
         runs: list[tuple[Generated, Future]] = []
         workers = overlap_workers(spec)
 
         def execute_soon(done: Generated) -> None:
             _raise_if_failed([f for _, f in runs] + list(refs.values()))  # a broken sandbox: now, not later
-            runs.append((done, exec_pool.submit(execute_language, done, spec, workers)))
+            runs.append((done, exec_pool.submit(_timed, stats, "execute_s", execute_language, done, spec, workers)))
 
         try:
             cached = {lang: cached_references(lang, problems[lang], reference_dir, limits) for lang in languages}
@@ -405,6 +407,15 @@ def _overlapped(model, tokenizer, problems: dict[str, list[Problem]], spec: Eval
             if out_dir is not None:
                 _write_json(out_dir / f"{done.language}.json", results[done.language])
     return results
+
+
+def _timed(stats: Stage3Stats, field_name: str, function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)`, its wall time added to `stats.<field_name>` (one thread per field: no race)."""
+    start = time.perf_counter()
+    try:
+        return function(*args)
+    finally:
+        setattr(stats, field_name, getattr(stats, field_name) + time.perf_counter() - start)
 
 
 def overlap_workers(spec: EvaluationSpec) -> int | None:

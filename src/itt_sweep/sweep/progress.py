@@ -111,7 +111,8 @@ class SweepView(Callback):
         stage = result.get("stage", state.stage)
         if stage != state.stage:
             self._close_stage(state)
-            state.stage, state.stage_started, state.step = stage, time.monotonic(), None
+            state.stage, state.stage_started, state.step, state.steps = stage, time.monotonic(), None, None
+            state.val_loss = state.tokens_per_s = math.nan  # the previous stage's numbers are not this one's
         if result.get("cached"):
             state.cached.add(stage)
         state.step = result.get(f"{stage}_step", state.step)

@@ -7,6 +7,7 @@ was killed (its running trials then show as running until `itt-sweep resume` pic
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -53,6 +54,75 @@ def cell_table(sweep_dir: Path, trials: list | None = None) -> list[dict[str, ob
     return rows
 
 
+# (label, where in a trial's `phases`): the rows of `itt-sweep status`'s time table, in a trial's order
+TIME_ROWS = (
+    ("stage 1-2: worker groups, handover, cache", ("*", "workers_and_handover_s")),
+    ("stage 1-2: model load + DeepSpeed init", ("*", "engine_init_s")),
+    ("stage 1-2: data", ("*", "data_s")),
+    ("stage 1-2: training steps", ("*", "steps_s")),
+    ("stage 1-2: validation", ("*", "validation_s")),
+    ("stage 1-2: checkpoint writes", ("*", "checkpoint_s")),
+    ("stage 1-2: export", ("*", "export_s")),
+    ("stage 1-2: stage-cache hits", ("cached", "wall_s")),
+    ("stage 3: model load", ("eval", "load_s")),
+    ("stage 3: generation", ("eval", "generate_s")),
+    ("stage 3: ref_nll scoring", ("eval", "ref_nll_s")),
+    ("stage 3: rest (waiting on execution, saving)", ("eval", "rest_s")),
+    ("MLflow delivery", ("", "tracking_s")),
+)
+USEFUL = ("stage 1-2: training steps", "stage 3: generation", "stage 3: ref_nll scoring")
+
+
+def time_table(sweep_dir: Path) -> tuple[dict[str, float], float, dict[str, float]]:
+    """Seconds per row of TIME_ROWS summed over the finished trials, their total trial time, and the
+    overlapped stage-3 work (execution and reference checks run beside generation, so not in the shares)."""
+    totals = dict.fromkeys((label for label, _ in TIME_ROWS), 0.0)
+    overlapped = {"stage 3: execution (beside generation)": 0.0, "stage 3: reference checks (beside)": 0.0}
+    trial_s = 0.0
+    for path in sorted((sweep_dir / "trials").glob("*/metrics.json")):
+        phases = json.loads(path.read_text()).get("phases") or {}
+        if not phases:
+            continue
+        trial_s += phases.get("trial_s", 0.0)
+        stages = [v for k, v in phases.items() if k in ("intermediate", "target")]
+        evaluation = dict(phases.get("eval") or {})
+        evaluation["rest_s"] = max(0.0, evaluation.get("wall_s", 0.0) - sum(
+            evaluation.get(k, 0.0) for k in ("load_s", "generate_s", "ref_nll_s")))
+        for label, (where, name) in TIME_ROWS:
+            if where == "*":
+                totals[label] += sum(st.get(name, 0.0) for st in stages if not st.get("cached"))
+            elif where == "cached":
+                totals[label] += sum(st.get(name, 0.0) for st in stages if st.get("cached"))
+            elif where == "eval":
+                totals[label] += evaluation.get(name, 0.0)
+            else:
+                totals[label] += phases.get(name, 0.0)
+        overlapped["stage 3: execution (beside generation)"] += evaluation.get("execute_s", 0.0)
+        overlapped["stage 3: reference checks (beside)"] += evaluation.get("references_s", 0.0)
+    return totals, trial_s, overlapped
+
+
+def print_time_table(console, sweep_dir: Path) -> None:
+    from rich.table import Table
+
+    totals, trial_s, overlapped = time_table(sweep_dir)
+    if trial_s <= 0:
+        return
+    table = Table(title=f"where the time of the finished trials went ({trial_s:.0f} s of trial time)")
+    for column in ("phase", "seconds", "share"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for label, seconds in totals.items():
+        table.add_row(label, f"{seconds:.0f}", f"{seconds / trial_s:.1%}")
+    accounted = sum(totals.values())
+    table.add_row("trial: everything else", f"{max(0.0, trial_s - accounted):.0f}",
+                  f"{max(0.0, trial_s - accounted) / trial_s:.1%}")
+    for label, seconds in overlapped.items():
+        table.add_row(label, f"{seconds:.0f}", "-")
+    useful = sum(totals[label] for label in USEFUL)
+    table.add_row("useful work (training steps, generation, ref_nll)", f"{useful:.0f}", f"{useful / trial_s:.1%}")
+    console.print(table)
+
+
 def print_status(sweep_dir: Path) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -70,4 +140,5 @@ def print_status(sweep_dir: Path) -> int:
     console.print(table)
     for report in failure_reports(sweep_dir, trials):
         console.print(report, markup=False, highlight=False)
+    print_time_table(console, sweep_dir)
     return 0

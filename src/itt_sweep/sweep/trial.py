@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def _run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     cell = Cell(*config["cell"])
     hp = config.get("hp", {})
     sweep = apply_overrides(SweepConfig.model_validate(ctx["sweep"]), hp)
-    key = config["trial_key"]
+    key, started = config["trial_key"], time.perf_counter()
     trial_dir = Path(ctx["sweep_dir"]) / "trials" / key
     trial_dir.mkdir(parents=True, exist_ok=True)
     tags = {"itt.intermediate_task": cell.intermediate_task, "itt.source_language": cell.source_language,
@@ -98,30 +99,38 @@ def _run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                     "model": sweep.model.model_dump()})
     (trial_dir / "config.json").write_text(json.dumps({"cell": list(cell), "hp": hp, "trial_key": key,
                                                        "sweep": sweep.model_dump(mode="json")}, indent=1))
+    phases: dict[str, Any] = {}
     try:
-        model_dir, val_loss = train_stages(sweep, ctx, cell, run, trial_log_dir(ctx["sweep_dir"], key))
+        model_dir, val_loss = train_stages(sweep, ctx, cell, run, trial_log_dir(ctx["sweep_dir"], key), phases)
         # `itt-sweep eval --model <trial dir>` finds the trained model through this
         (trial_dir / "model.json").write_text(json.dumps({"model": str(model_dir)}) + "\n")
         tune.report({"stage": "eval", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss})
-        metrics, records = run_stage3(sweep, model_dir, ctx, trial_dir)
+        metrics, records, phases["eval"] = run_stage3(sweep, model_dir, ctx, trial_dir)
     except BaseException:
         run.finish("FAILED")
         run.deliver(timeout_s=10)
         raise
-    write_outputs(trial_dir, cell, key, val_loss, metrics, records)
+    write_completions(trial_dir, records)
+    write_record(trial_dir, cell, key, val_loss, metrics, phases)
+    clock = time.perf_counter()
     run.log_eval(metrics, val_loss)
-    run.log_artifacts([trial_dir / "config.json", trial_dir / "metrics.json", trial_dir / "completions"])
+    run.log_artifacts([trial_dir / "config.json", trial_dir / "completions"])
     run.finish()
+    run.deliver(timeout_s=sweep.tracking.deliver_timeout_s)
+    phases.update(tracking_s=time.perf_counter() - clock, trial_s=time.perf_counter() - started)
+    write_record(trial_dir, cell, key, val_loss, metrics, phases)  # again, with the delivery's time
+    run.log_timings(phases)
+    run.log_artifacts([trial_dir / "metrics.json"])
     run.deliver(timeout_s=sweep.tracking.deliver_timeout_s)
     flat = {f"eval/{lang}/{name}": v for lang, per in metrics.items() for name, v in per.items()}
     tune.report({"stage": "done", "target_step": sweep.stages.target.steps, "target_val_loss": val_loss,
                  "trial_key": key, **flat})
 
 
-def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run, log_dir: Path | None = None
-                 ) -> tuple[Path, float]:
+def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run, log_dir: Path | None = None,
+                 phases: dict[str, Any] | None = None) -> tuple[Path, float]:
     """Stages 1 and 2 through the stage cache; returns the stage-2 model dir and its validation loss.
-    The Ray Train workers write their output under `log_dir`."""
+    The Ray Train workers write their output under `log_dir`; where each stage's time went goes to `phases`."""
     from ray import tune
 
     model, upstream = ModelRef.model_validate(ctx["base_model"]), None
@@ -134,8 +143,11 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run, log_d
         job = stage_job(sweep, ctx, cell, name, spec, model, upstream)
         job = job.model_copy(update={"log_dir": str(log_dir) if log_dir else None})
         tune.report({"stage": name, f"{name}_steps": spec.steps})  # the live view's stage clock starts here
+        clock = time.perf_counter()
         entry, trained_now = run_stage(job, Path(ctx["storage_root"]) / "stages", ctx["train_storage"], ledger)
         done = stage_metrics(entry)
+        if phases is not None:
+            phases[name] = stage_phases(time.perf_counter() - clock, trained_now, done.get("phases", {}))
         if not trained_now:  # the live view counts it as a cache hit, not as a stage's training time
             tune.report({"stage": name, "cached": True, f"{name}_step": spec.steps, f"{name}_steps": spec.steps})
         run.log_stage(name, done["history"], job.key, trained_now)
@@ -144,32 +156,59 @@ def train_stages(sweep: SweepConfig, ctx: dict[str, Any], cell: Cell, run, log_d
     return Path(model.name), val_loss
 
 
+def stage_phases(wall_s: float, trained_now: bool, loop: dict[str, float]) -> dict[str, Any]:
+    """A stage's wall time split into the loop's phases and the rest: starting and ending the Ray Train worker
+    group, handing the checkpoint over, publishing to the stage cache. A cache hit costs only its wall time."""
+    if not trained_now:
+        return {"wall_s": wall_s, "cached": True}
+    spent = sum(v for k, v in loop.items() if k.endswith("_s") and not k.endswith("_per_s"))
+    return {"wall_s": wall_s, "cached": False, **loop, "workers_and_handover_s": max(0.0, wall_s - spent)}
+
+
+def evaluate_with_stats(*args: Any) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, Any]]],
+                                             dict[str, Any]]:
+    """`evaluate_model` and where its time went (a Ray task returns only what the function returns)."""
+    from dataclasses import asdict
+
+    from itt_sweep.evaluate.stage3 import Stage3Stats, evaluate_model
+
+    stats = Stage3Stats()
+    metrics, records = evaluate_model(*args, stats=stats)
+    return metrics, records, {**asdict(stats), "new_tokens_per_s": stats.new_tokens / stats.generate_s
+                              if stats.generate_s > 0 else math.nan}
+
+
 def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any], trial_dir: Path):
     """Generation on a GPU when the sweep trains on GPUs: a Ray task that takes the GPU training just freed
     (the trial itself holds only its CPUs); on CPU sweeps, in the trial process, which holds
     `evaluation.cpus` CPUs (driver.trainable) and generates with as many threads. Per-language results go to
     `<trial>/stage3/` as they finish, so a restarted trial continues stage 3 where it stopped."""
-    from itt_sweep.evaluate.stage3 import eval_problems, evaluate_model
+    from itt_sweep.evaluate.stage3 import eval_problems
 
     data_dir = Path(ctx["data_dir"])
     args = (ModelRef(name=str(model_dir)), eval_problems(sweep.eval_languages, sweep.data.eval_problems, data_dir),
             sweep.evaluation, data_dir, Path(ctx["storage_root"]) / "references", trial_dir / "stage3")
     if not sweep.training.use_gpu:
-        return evaluate_model(*args)
+        return evaluate_with_stats(*args)
     import ray
 
     # DEFAULT: outside the trial's placement group, whose bundle has no GPU
-    task = ray.remote(evaluate_model).options(num_gpus=1, num_cpus=sweep.evaluation.cpus,
+    task = ray.remote(evaluate_with_stats).options(num_gpus=1, num_cpus=sweep.evaluation.cpus,
                                               scheduling_strategy="DEFAULT")
     return ray.get(task.remote(*args))
 
 
-def write_outputs(trial_dir: Path, cell: Cell, key: str, val_loss: float,
-                  metrics: dict[str, dict[str, float]], records: dict[str, list[dict[str, Any]]]) -> None:
+def write_record(trial_dir: Path, cell: Cell, key: str, val_loss: float, metrics: dict[str, dict[str, float]],
+                 phases: dict[str, Any] | None = None) -> None:
+    """`metrics.json`: the trial's numbers, from which the transfer tables can be rebuilt without MLflow."""
     record = {"trial_key": key, "intermediate_task": cell.intermediate_task,
               "source_language": cell.source_language, "seed": cell.seed,
-              "val_loss": val_loss if math.isfinite(val_loss) else None, "eval": metrics}
+              "val_loss": val_loss if math.isfinite(val_loss) else None, "eval": metrics,
+              "phases": phases or {}}
     (trial_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+
+
+def write_completions(trial_dir: Path, records: dict[str, list[dict[str, Any]]]) -> None:
     out = trial_dir / "completions"
     out.mkdir(exist_ok=True)
     for language, rows in records.items():

@@ -140,6 +140,14 @@ class TrialRun:
         self.outbox.add_marker("eval")
         self.flush()
 
+    def log_timings(self, phases: dict[str, Any]) -> None:
+        """Where the trial's time went, as metrics `time/<stage>/<phase>` (seconds) and `time/trial_s`."""
+        now = int(time.time() * 1000)
+        flat = flatten("time", phases)
+        rows = [(name.replace(".", "/"), float(v), now, 0) for name, v in flat.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        self._send({"op": "metrics", "rows": rows})
+
     def log_artifacts(self, paths: list[Path]) -> None:
         self._send({"op": "artifacts", "paths": [str(p) for p in paths]})
 

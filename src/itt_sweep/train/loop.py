@@ -190,9 +190,13 @@ def run_stage_loop(job: StageJob | dict[str, Any], session: Session) -> dict[str
     prepare_runtime(job.training.use_gpu, cpu_threads(job.training.cpus_per_worker))
     rank, world = session.rank, session.world_size
     stage = job.stage
+    clock = time.perf_counter()
     engine, tokenizer, micro = build_engine(job, world)
+    phases = {"engine_init_s": time.perf_counter() - clock}  # model load + DeepSpeed init (this attempt)
     pad_id = tokenizer.pad_token_id if tokenizer is not None else 0
+    clock = time.perf_counter()
     train_set, val_set = stage_examples(job, tokenizer)
+    phases["data_s"] = time.perf_counter() - clock
     global_batch = stage.batch_size
 
     start_step, history, resumes = 0, [], []
@@ -209,7 +213,8 @@ def run_stage_loop(job: StageJob | dict[str, Any], session: Session) -> dict[str
         session.log(f"resumed at step {start_step} from {checkpoint.path}")
 
     prefix = job.stage_name
-    val_loss, t0 = float("nan"), time.perf_counter()
+    val_loss, t0, trained_tokens = float("nan"), time.perf_counter(), 0
+    phases.update(steps_s=0.0, validation_s=0.0, checkpoint_s=0.0)
     for step in range(start_step, stage.steps):
         step_start = time.perf_counter()
         indices = step_indices(len(train_set), global_batch, step, job.seed)
@@ -224,6 +229,8 @@ def run_stage_loop(job: StageJob | dict[str, Any], session: Session) -> dict[str
             step_loss += loss.detach().float() / len(micro_batches)
         step_loss = mean_over_ranks(step_loss.item(), engine.device)  # .item() waits for the GPU: true step time
         now = time.perf_counter()
+        phases["steps_s"] += now - step_start
+        trained_tokens += tokens * world
         history.append({"step": step + 1, "train_loss": step_loss, "lr": engine.get_lr()[0],
                         "time": now - t0, "step_time": now - step_start})
         session.step_done()
@@ -231,19 +238,24 @@ def run_stage_loop(job: StageJob | dict[str, Any], session: Session) -> dict[str
         metrics = {f"{prefix}_step": step + 1, f"{prefix}_steps": stage.steps, f"{prefix}_train_loss": step_loss,
                    f"{prefix}_tokens_per_s": tokens * world / (now - step_start), "stage": prefix}
         if (step + 1) % stage.eval_every == 0 or last:
+            clock = time.perf_counter()
             val_loss = validation_loss(engine, val_set, pad_id, micro, rank, world)
+            phases["validation_s"] += time.perf_counter() - clock
             history[-1]["val_loss"] = val_loss
             metrics[f"{prefix}_val_loss"] = val_loss
         if last:
             break
         if (step + 1) % stage.checkpoint_every == 0:
+            clock = time.perf_counter()
             save_and_report(engine, session, metrics, {"step": step + 1, "history": history, "resumes": resumes})
+            phases["checkpoint_s"] += time.perf_counter() - clock
         elif f"{prefix}_val_loss" in metrics:
             session.report(metrics)
     final = {f"{prefix}_step": stage.steps, f"{prefix}_val_loss": val_loss, "stage": prefix,
              f"{prefix}_train_loss": history[-1]["train_loss"] if history else float("nan")}
+    phases["tokens_per_s"] = trained_tokens / phases["steps_s"] if phases["steps_s"] > 0 else float("nan")
     if job.export:
-        export_and_report(engine, tokenizer, session, final, history, resumes)
+        export_and_report(engine, tokenizer, session, final, history, resumes, phases)
     else:
         session.report(final)
     return {**final, "history": history}
@@ -285,16 +297,20 @@ def fp32_state_dict(engine, keep: bool) -> dict[str, torch.Tensor]:
 
 
 def export_and_report(engine, tokenizer, session: Session, metrics: dict[str, Any],
-                      history: list[dict[str, Any]], resumes: list[int]) -> None:
-    """Consolidated fp32 Hugging Face weights (ZeRO shards gathered), so stage 3 and users can from_pretrained."""
+                      history: list[dict[str, Any]], resumes: list[int], phases: dict[str, float] | None = None
+                      ) -> None:
+    """Consolidated fp32 Hugging Face weights (ZeRO shards gathered), so stage 3 and users can from_pretrained.
+    `phases`: where this attempt's time went (rank 0's clock), saved with the metrics, the export included."""
+    clock = time.perf_counter()
     state = fp32_state_dict(engine, keep=session.rank == 0)
     with tempfile.TemporaryDirectory(prefix="itt-export-") as tmp:
         if session.rank == 0:
             engine.module.save_pretrained(tmp, state_dict=state)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
-            Path(tmp, "stage_metrics.json").write_text(
-                json.dumps({"final": metrics, "history": history, "resumed_from_steps": resumes}))
+            phases = {**(phases or {}), "export_s": time.perf_counter() - clock}
+            Path(tmp, "stage_metrics.json").write_text(json.dumps(
+                {"final": metrics, "history": history, "resumed_from_steps": resumes, "phases": phases}))
         session.report(metrics, checkpoint_dir=tmp if session.rank == 0 else None, export=True)
 
 
