@@ -86,12 +86,22 @@ LIST = {
 }
 
 
+def secret_base() -> Path:
+    """Outside /tmp, where the sandbox's private /tmp would hide it anyway: beside the checkout, or, for a
+    checkout under /tmp (a CI clone), in a world-readable system folder we may write to."""
+    for base in (CHECKOUT, Path("/srv"), Path("/opt"), Path("/mnt")):
+        real = base.resolve()
+        if not any(real.is_relative_to(t) for t in ("/tmp", "/var/tmp")) and os.access(real, os.W_OK):
+            return real
+    pytest.skip("no writable folder outside /tmp for the secret")
+
+
 @pytest.fixture
 def host_secrets() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     """A secret in a world-readable file beside the checkout, in a fake MLflow store and a fake stage cache,
     and the (kind, path) probes that must all fail: those files, their folders, the checkout, /root."""
     secret = f"itt-secret-{uuid.uuid4().hex}"
-    root = CHECKOUT / f".itt-secret-test-{uuid.uuid4().hex[:8]}"
+    root = secret_base() / f".itt-secret-test-{uuid.uuid4().hex[:8]}"
     files = [root / "credentials.env", root / "mlruns" / "0" / "meta.yaml", root / "stages" / "abc" / "model.bin"]
     try:
         for path in files:

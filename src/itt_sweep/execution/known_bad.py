@@ -2,8 +2,9 @@
 
 Some canonical solutions are wrong (a data defect: camelCase names in the body and snake_case in the
 signature, tests that contradict the solution, solutions cut off mid-function), some need a newer
-toolchain than the one Debian ships (Kotlin 1.3's nullable `max()`), and a few pass or fail by chance
-(undefined behaviour: C++ that reads uninitialised variables). We never patch the data: each such
+toolchain than the one Debian ships (Kotlin 1.3's nullable `max()`), a few pass or fail by chance
+(undefined behaviour: C++ that reads uninitialised variables), and some exit with status 0 before their tests
+run (`exits_early`: mxeval counts them as passed; here a pass needs the tests to have run, see `tests_ran`). We never patch the data: each such
 solution is listed in `known_bad_canonical.yaml` with its kind and reason, the tests expect every other
 canonical solution to pass, and `evaluate.references` never uses a listed one.
 """
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 TABLE = Path(__file__).with_name("known_bad_canonical.yaml")
 # undefined_behavior: the solution reads uninitialised memory, so it passes or fails by what the stack holds
-Kind = Literal["data_defect", "toolchain_version", "undefined_behavior"]
+Kind = Literal["data_defect", "toolchain_version", "undefined_behavior", "exits_early"]
 
 
 class KnownBad(BaseModel):

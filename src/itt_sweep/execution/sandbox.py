@@ -114,9 +114,10 @@ _bwrap_state: tuple[bool, str] | None = None
 def bwrap_argv(step: Step) -> list[str]:
     """The bubblewrap prefix for `step` (see the module docstring for what it isolates): an empty root with
     the declared paths read-only (`mounts`), private /tmp and /var/tmp, and the work directory writable."""
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+    # the private /tmp first: a declared path or the toolchain folder may lie under /tmp (a checkout there)
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
             *bind_arguments(step.mounts, (step.argv[0], *step.tools)),
-            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
     argv += ["--bind", str(step.workdir), str(step.workdir), "--chdir", str(step.workdir),
              "--hostname", "sandbox", "--"]
     return argv
