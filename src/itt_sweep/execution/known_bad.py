@@ -3,8 +3,9 @@
 Some canonical solutions are wrong (a data defect: camelCase names in the body and snake_case in the
 signature, tests that contradict the solution, solutions cut off mid-function), some need a newer
 toolchain than the one Debian ships (Kotlin 1.3's nullable `max()`), a few pass or fail by chance
-(undefined behaviour: C++ that reads uninitialised variables), and some exit with status 0 before their tests
-run (`exits_early`: mxeval counts them as passed; here a pass needs the tests to have run, see `tests_ran`). We never patch the data: each such
+(undefined behaviour: C++ that reads uninitialised variables), and some exit with status 0 before their
+tests run (`exits_early`: mxeval counts them as passed; here a pass needs the tests to have run, see
+`tests_ran`). We never patch the data: each such
 solution is listed in `known_bad_canonical.yaml` with its kind and reason, the tests expect every other
 canonical solution to pass, and `evaluate.references` never uses a listed one.
 """

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from itt_sweep.execution.types import Program
 
 MARKER = "itt-sweep: tests ran to the end (3c9f2e71)"
-_MARKER_LINE = re.compile("^" + re.escape(MARKER) + r"\r?\n?", re.MULTILINE)
+# at the end of a line, not necessarily its start: a program may leave its own output without a newline
+_MARKER_LINE = re.compile(re.escape(MARKER) + r"(?:\r?\n|\Z)")
 
 
 @dataclass(frozen=True)
