@@ -251,7 +251,9 @@ def test_sweep_keeps_tune_state_and_checkpoints_on_s3_and_resumes_from_there(tmp
 
     itt_sweep(tmp_path, env, "resume", str(sweep_dir))
     resumed = (tmp_path / "resume.log").read_text()
-    assert "Restoring the run from the latest experiment state file" in resumed
+    assert f"resuming sweep s3sweep from its Tune experiment at s3://{BUCKET}/ckpt/s3sweep/tune" in resumed
+    # Ray's own INFO lines go to the driver log, not the console
+    assert "Restoring the run from the latest experiment state file" in (sweep_dir / "logs" / "driver.log").read_text()
     assert "1 trial(s), 0 failed" in resumed
     assert ledger(sweep_dir) == trained  # restored from S3 with the trial done: nothing trained again
     assert not (sweep_dir / "tune").exists()

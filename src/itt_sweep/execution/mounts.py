@@ -51,18 +51,19 @@ _SYSTEM_PREFIXES = frozenset({"/", "/usr", "/usr/local"})
 def bind_arguments(patterns: Iterable[str] = (), tools: Iterable[str] = ()) -> list[str]:
     """bubblewrap arguments that make the root file system the system paths, `patterns` and the homes of
     `tools`, read-only (see the module docstring)."""
-    return list(_bind_arguments(tuple(patterns), tuple(tools), str(toolchain_dir())))
+    toolchains = toolchain_dir()  # absent in a Ray Job's uploaded copy of the checkout: nothing to bind then
+    return list(_bind_arguments(tuple(patterns), tuple(tools), str(toolchains) if toolchains.is_dir() else None))
 
 
 @functools.cache
-def _bind_arguments(patterns: tuple[str, ...], tools: tuple[str, ...], toolchains: str) -> tuple[str, ...]:
+def _bind_arguments(patterns: tuple[str, ...], tools: tuple[str, ...], toolchains: str | None) -> tuple[str, ...]:
     argv: list[str] = []
     for entry in ROOT_ENTRIES:
         if os.path.islink(entry):
             argv += ["--symlink", os.readlink(entry), entry]
         elif os.path.isdir(entry):
             argv += ["--ro-bind", entry, entry]
-    for path in _outermost([*_expand((*SYSTEM_PATHS, *patterns)), *_tool_homes(tools), toolchains]):
+    for path in _outermost([*_expand((*SYSTEM_PATHS, *patterns)), *_tool_homes(tools), *filter(None, [toolchains])]):
         argv += ["--ro-bind", path, path]
     return tuple(argv)
 

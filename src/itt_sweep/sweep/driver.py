@@ -122,6 +122,7 @@ def resume_sweep(sweep_dir: str | Path, resume_errored: bool = True) -> SweepOut
     start_tracking(sweep, ctx, resolved)
     leave_job_copy(ctx)
     init_ray()
+    log.info("resuming sweep %s from its Tune experiment at %s", sweep.name, location)
     tuner = tune.Tuner.restore(location, trainable=trainable(ctx), resume_errored=resume_errored,
                                restart_errored=False)
     return finish_sweep(sweep, ctx, tuner.fit())

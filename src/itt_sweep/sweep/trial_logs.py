@@ -84,10 +84,11 @@ def quiet_driver(sweep_dir: str | Path) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
-    if not any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for owner in (root, logging.getLogger("ray")):  # Ray's logger does not propagate to root
+        if not any(getattr(h, "baseFilename", None) == str(path) for h in owner.handlers):
+            owner.addHandler(to_file)
     for name in QUIET_LOGGERS:
         logger = logging.getLogger(name)
         for handler in [*logger.handlers, *(root.handlers if logger.propagate else [])]:
