@@ -201,17 +201,20 @@ class SweepView(Callback):
                 f"{c['errored']} errored; ETA {duration(eta) if math.isfinite(eta) else 'after the first stage'}"
                 + (f"; {self.cache_hits} stage-cache hits" if self.cache_hits else ""))
 
+    @staticmethod
+    def _cells(state: TrialState, now: float) -> tuple[str, str, str, str]:
+        """step/total, val loss, tokens/s and elapsed of a trial, as both the line and the table show them."""
+        step = f"{state.step}/{state.steps}" if state.step is not None and state.steps else "-"
+        loss = f"{state.val_loss:.4f}" if math.isfinite(state.val_loss) else "-"
+        speed = f"{state.tokens_per_s:.0f}" if math.isfinite(state.tokens_per_s) else "-"
+        elapsed = duration(now - state.started) if state.started and state.status == "RUNNING" else "-"
+        return step, loss, speed, elapsed
+
     def running_lines(self) -> list[str]:
-        now, lines = time.monotonic(), []
-        for state in sorted(self.trials.values(), key=lambda t: t.key):
-            if state.status != "RUNNING":
-                continue
-            step = f"{state.step}/{state.steps}" if state.step is not None and state.steps else "-"
-            loss = f"{state.val_loss:.4f}" if math.isfinite(state.val_loss) else "-"
-            speed = f"{state.tokens_per_s:.0f}" if math.isfinite(state.tokens_per_s) else "-"
-            lines.append(f"{state.key} {state.stage} step {step} val {loss} tok/s {speed} "
-                         f"{duration(now - state.started) if state.started else '-'}")
-        return lines
+        now = time.monotonic()
+        return [f"{state.key} {state.stage} step {step} val {loss} tok/s {speed} {elapsed}"
+                for state in sorted(self.trials.values(), key=lambda t: t.key) if state.status == "RUNNING"
+                for step, loss, speed, elapsed in [self._cells(state, now)]]
 
     def table(self) -> Table:
         table = Table(title=self.headline(), title_justify="left")
@@ -219,12 +222,7 @@ class SweepView(Callback):
             table.add_column(column)
         now = time.monotonic()
         for state in sorted(self.trials.values(), key=lambda t: t.key):
-            step = f"{state.step}/{state.steps}" if state.step is not None and state.steps else "-"
-            table.add_row(state.key, state.stage, step,
-                          f"{state.val_loss:.4f}" if math.isfinite(state.val_loss) else "-",
-                          f"{state.tokens_per_s:.0f}" if math.isfinite(state.tokens_per_s) else "-",
-                          duration(now - state.started) if state.started and state.status == "RUNNING" else "-",
-                          state.status)
+            table.add_row(state.key, state.stage, *self._cells(state, now), state.status)
         return table
 
     def say(self, text: str) -> None:
