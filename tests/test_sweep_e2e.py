@@ -100,6 +100,65 @@ def test_reduced_smoke_sweep_logs_runs_metrics_and_heatmap(smoke_raw, tmp_path, 
     assert "trial conala_nl2python__python__s0__n0 done in" in console  # one summary line per trial end
     for noise in ("(PlacementGroupCleaner", "(RayTrainWorker", "TrainingReport(", "all_gather_into_tensor"):
         assert noise not in console, (noise, console[-3000:])
+    # stage 3 reports its language and samples generated to the live view (through Tune's results)
+    rows = [json.loads(line) for path in (sweep_dir / "tune").glob("*/result.json")
+            for line in path.read_text().splitlines() if line.strip()]
+    progress = [r for r in rows if "eval_language" in r]
+    assert progress and any(r["eval_step"] == r["eval_steps"] == 8 for r in progress), progress
     logs = sweep_dir / "logs" / "conala_nl2python__python__s0__n0"
     assert (logs / "trial.log").is_file()
     assert (logs / "intermediate-rank0.log").stat().st_size > 0 and (logs / "target-rank0.log").stat().st_size > 0
+
+
+def damaged_data_dir(data_dir: Path, tmp_path: Path, task: str) -> Path:
+    """The data directory with one task's validation split cut short mid-line, as an interrupted copy leaves
+    it (stage 1 reads it; the driver reads only train splits); everything else links to the real files."""
+    copy = tmp_path / "data"
+    copy.mkdir()
+    for entry in data_dir.iterdir():
+        if entry.name != task:
+            (copy / entry.name).symlink_to(entry)
+    (copy / task).mkdir()
+    for entry in (data_dir / task).iterdir():
+        (copy / task / entry.name).symlink_to(entry)
+    damaged = copy / task / "validation.jsonl"
+    lines = damaged.read_text().splitlines()[:40]
+    damaged.unlink()
+    damaged.write_text("\n".join(lines) + "\n" + lines[-1][: len(lines[-1]) // 2] + "\n")  # line 41: half a row
+    return copy
+
+
+def test_a_failing_trial_is_reported_with_its_key_stage_error_and_log(smoke_raw, tmp_path, data_dir):
+    """A trial whose stage 1 raises (its task's data file is damaged): the console and `itt-sweep status`
+    name the trial, the stage and the error's last lines, and point to the trial's full log."""
+    damaged = damaged_data_dir(data_dir, tmp_path, "conala_nl2python")
+    sweep = reduced_sweep(smoke_raw, tmp_path, damaged)
+    raw = yaml.safe_load(sweep.read_text())
+    raw["matrix"]["intermediate_tasks"] = ["conala_nl2python"]
+    raw["resources"] = {**raw.get("resources", {}), "max_failures": 0}
+    sweep.write_text("# Run: itt-sweep run e2e.yaml\n" + yaml.safe_dump(raw))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "run", str(sweep)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    console = proc.stdout + proc.stderr
+    (tmp_path / "console.txt").write_text(console)
+    print(console[-6000:])
+    assert proc.returncode != 0
+    key = "conala_nl2python__python__s0__n0"
+    log = tmp_path / "runs" / "e2e" / "logs" / key / "trial.log"
+    assert f"trial {key} FAILED in stage intermediate:" in console
+    assert "validation.jsonl:41: not a JSON line" in console  # the exception's last lines, naming the file
+    assert f"full log: {log}" in console
+    assert "validation.jsonl:41: not a JSON line" in log.read_text()  # the whole error, where the console points
+    assert "DataFileError" in (log.parent / "intermediate-rank0.log").read_text()  # and the worker's own log
+    assert "Trial task failed" not in console and "(pid=" not in console  # Tune's copy of it: driver log only
+    assert "Trial task failed" in (tmp_path / "runs" / "e2e" / "logs" / "driver.log").read_text()
+    for noise in ("(PlacementGroupCleaner", "(RayTrainWorker", "TrainingReport(", "Configuration for experiment"):
+        assert noise not in console, (noise, console[-3000:])
+
+    status = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "status", str(tmp_path / "runs" / "e2e")],
+                            cwd=tmp_path, env={**env, "COLUMNS": "160"}, capture_output=True, text=True,
+                            timeout=300)
+    assert f"trial {key} FAILED in stage intermediate:" in status.stdout, status.stdout + status.stderr
+    assert "validation.jsonl:41: not a JSON line" in status.stdout and f"full log: {log}" in status.stdout

@@ -71,6 +71,42 @@ def test_eta_uses_stage_times_measured_here_and_counts_cache_hits_apart(monkeypa
     assert view.cache_hits == 1 and view.stage_times["intermediate"] == [100]
 
 
+def test_stage_three_shows_its_language_and_samples_generated(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    view, out = plain_view(total=1, every_s=0)
+    a = trial("none__python__s0", "none")
+    view.on_trial_start(0, [], a)
+    view.on_trial_result(0, [], a, {"stage": "target", "target_step": 8, "target_steps": 8,
+                                    "target_val_loss": 0.5})
+    clock.now += 5
+    view.on_trial_result(0, [], a, {"stage": "eval", "eval_language": "java", "eval_step": 14, "eval_steps": 40})
+    assert "none__python__s0 eval java step 14/40 val - tok/s -" in out.getvalue().splitlines()[-1]
+    view.on_trial_result(0, [], a, {"stage": "eval", "eval_language": "ruby", "eval_step": 25, "eval_steps": 40})
+    assert "eval ruby step 25/40" in out.getvalue().splitlines()[-1]
+
+
+def test_eval_progress_reports_to_tune_at_most_every_n_seconds_and_always_at_the_end(monkeypatch):
+    from ray import tune
+
+    from itt_sweep.sweep.trial import EvalProgress
+
+    sent: list[dict] = []
+    clock = Clock()
+    monkeypatch.setattr(tune, "report", sent.append)
+    monkeypatch.setattr("itt_sweep.sweep.trial.time.monotonic", clock)
+    report = EvalProgress({"python": 3, "java": 2}, samples=2, every_s=10)
+    for language, rows in (("python", 2), ("python", 2), ("python", 2), ("java", 2)):
+        clock.now += 1
+        report(language, rows)
+    assert [r["eval_step"] for r in sent] == [2]  # the first at once, the next three within 10 s
+    clock.now += 10
+    report("java", 1)
+    report("java", 1)  # the last sample: reported however soon
+    assert [(r["eval_language"], r["eval_step"], r["eval_steps"]) for r in sent] == \
+        [("python", 2, 10), ("java", 9, 10), ("java", 10, 10)]
+
+
 def test_on_a_terminal_the_view_is_redrawn_in_place_and_ends_with_the_experiment():
     out = io.StringIO()
     view = SweepView(total=1, concurrency=1, console=Console(file=out, force_terminal=True, width=200))

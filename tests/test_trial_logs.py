@@ -67,3 +67,29 @@ def test_log_tail_reads_the_end_of_a_large_log(tmp_path):
     log = tmp_path / "big.log"
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
     assert log_tail(log, 2) == "line 99998\nline 99999" and log_tail(tmp_path / "missing.log") == ""
+
+
+
+def test_tunes_own_report_of_a_failed_trial_goes_to_the_driver_log_only(tmp_path):
+    """The view reports a failed trial; Tune's ERROR records of it (a whole Ray traceback) stay in driver.log,
+    while Ray's other warnings and errors still reach the console."""
+    import logging
+
+    from itt_sweep.sweep.trial_logs import QUIET_LOGGERS, _drop_info_of, quiet_driver
+
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune.execution.tune_controller", level, __file__, 1, message, None, None)
+
+    console = _drop_info_of(QUIET_LOGGERS)
+    assert not console.filter(record(logging.ERROR, "Trial task failed for trial run_trial_1234\nTraceback"))
+    assert not console.filter(record(logging.ERROR, "Trials did not complete: [run_trial_1234]"))
+    assert not console.filter(record(logging.INFO, "Wrote the latest version of all result files"))
+    assert console.filter(record(logging.ERROR, "the head node is gone"))
+    path = quiet_driver(tmp_path)
+    try:
+        logging.getLogger("ray.tune.execution.tune_controller").error("Trial task failed for trial run_trial_1234")
+        assert "Trial task failed for trial run_trial_1234" in path.read_text()
+    finally:
+        for owner in (logging.getLogger(), logging.getLogger("ray")):
+            for handler in [h for h in owner.handlers if getattr(h, "baseFilename", None) == str(path)]:
+                owner.removeHandler(handler)

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ITT_VERBOSE"] = "1"  # read by `trial_logs` here and, through Ray's runtime env, in trials
     try:
         return args.func(args)
-    except SweepFileError as exc:
+    except (SweepFileError, data_paths.DataFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -42,10 +42,25 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+class DataFileError(ValueError):
+    """A data file that exists but cannot be read as what it should hold: one message, no traceback."""
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Every data folder stores one JSON object per line; blank lines are skipped."""
+    """Every data folder stores one JSON object per line; blank lines are skipped. A line that does not parse
+    (a copy cut short, an edited file) is named by file and line, since json's own message names neither."""
+    rows = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataFileError(f"{path}:{number}: not a JSON line ({exc.msg}); the data file is damaged: "
+                                 f"delete the data directory's .complete stamp and run `make data` to "
+                                 f"write it again") from None
+    return rows
 
 
 def fingerprint(paths: list[Path]) -> str:

@@ -34,6 +34,12 @@ def init_ray() -> None:
         return
     # Stage-1 results carry no stage-2 loss; ASHA and the searcher skip results without their metric.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    if not verbose():
+        # Tune's new output engine prints its "Configuration for experiment" table, "View detailed results
+        # here" and a TensorBoard hint even at verbose=0 (ray/tune/experimental/output.py: experiment_started
+        # is not gated by the verbosity); the legacy engine at verbosity 0 prints nothing. The live view
+        # (progress.SweepView) is the console's, and the Tune folder is in `itt-sweep status`.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     address = os.environ.get("RAY_ADDRESS") or "local"
     # Workers' and Ray's own actors' output stays in Ray's logs and the trials' log files (`trial_logs`), so
     # the console holds the live view; ITT_VERBOSE=1 brings it back.
@@ -164,5 +170,7 @@ def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> SweepOutco
         client.log_artifact(ctx["parent_run_id"], str(path), artifact_path=f"heatmaps/vs_{CONTROL}")
     client.set_terminated(ctx["parent_run_id"], status="FAILED" if errors else "FINISHED")
     if errors:
-        log.error("%d trial(s) failed: %s", len(errors), ", ".join(str(r.error)[:200] for r in errors))
+        keys = [(r.config or {}).get("trial_key", "?") for r in errors]
+        log.error("%d trial(s) failed: %s; `itt-sweep status %s` says why, with their logs", len(errors),
+                  ", ".join(keys), ctx["sweep_dir"])
     return SweepOutcome(out, paths, len(results), len(errors))

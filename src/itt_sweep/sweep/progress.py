@@ -33,15 +33,21 @@ STAGES = ("intermediate", "target", "eval")
 
 def failure_report(key: str, stage: str, error_text: str, log: Path, lines: int = 8) -> str:
     """What the console and `itt-sweep status` say about a failed trial: which, where, why, and its log."""
-    tail = [line for line in error_text.strip().splitlines() if line.strip()][-lines:]
+    # Python's caret lines (`^^^^`) under each frame say nothing a reader needs here; the log keeps them
+    tail = [line for line in error_text.strip().splitlines() if line.strip().strip("^~")][-lines:]
     body = "\n".join(f"    {line}" for line in tail) or "    (no error text recorded)"
     return f"trial {key} FAILED in stage {stage}:\n{body}\n  full log: {log}"
 
 
 def error_text(trial) -> str:
-    """The error Tune recorded for a trial (its error file), or ""."""
-    path = getattr(trial, "error_file", None)
-    if path:
+    """The error Tune recorded for a trial (its error file), or "". Outside a Ray session (`itt-sweep status`)
+    Tune's `error_file` cannot be resolved (it asks Ray for the session dir and asserts), so the `error.txt`
+    Tune writes into the trial's folder of the experiment is read instead."""
+    candidates = []
+    for where in (lambda: trial.error_file, lambda: Path(trial.path) / "error.txt"):
+        with contextlib.suppress(Exception):
+            candidates.append(where())
+    for path in filter(None, candidates):
         with contextlib.suppress(OSError):
             return Path(path).read_text(errors="replace")
     return ""
@@ -67,6 +73,7 @@ class TrialState:
     tokens_per_s: float = math.nan
     started: float | None = None
     stage_started: float | None = None
+    language: str = ""  # stage 3's language being generated
     cached: set[str] = field(default_factory=set)
 
 
@@ -113,12 +120,14 @@ class SweepView(Callback):
             self._close_stage(state)
             state.stage, state.stage_started, state.step, state.steps = stage, time.monotonic(), None, None
             state.val_loss = state.tokens_per_s = math.nan  # the previous stage's numbers are not this one's
+            state.language = ""
         if result.get("cached"):
             state.cached.add(stage)
         state.step = result.get(f"{stage}_step", state.step)
         state.steps = result.get(f"{stage}_steps", state.steps)
         state.val_loss = result.get(f"{stage}_val_loss", state.val_loss)
         state.tokens_per_s = result.get(f"{stage}_tokens_per_s", state.tokens_per_s)
+        state.language = result.get(f"{stage}_language", state.language)
         self.update()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -202,19 +211,21 @@ class SweepView(Callback):
                 + (f"; {self.cache_hits} stage-cache hits" if self.cache_hits else ""))
 
     @staticmethod
-    def _cells(state: TrialState, now: float) -> tuple[str, str, str, str]:
-        """step/total, val loss, tokens/s and elapsed of a trial, as both the line and the table show them."""
+    def _cells(state: TrialState, now: float) -> tuple[str, str, str, str, str]:
+        """Stage, step/total, val loss, tokens/s and elapsed of a trial, as both the line and the table show
+        them; in stage 3 the step counts samples generated and the stage names the language being generated."""
+        stage = f"{state.stage} {state.language}" if state.language else state.stage
         step = f"{state.step}/{state.steps}" if state.step is not None and state.steps else "-"
         loss = f"{state.val_loss:.4f}" if math.isfinite(state.val_loss) else "-"
         speed = f"{state.tokens_per_s:.0f}" if math.isfinite(state.tokens_per_s) else "-"
         elapsed = duration(now - state.started) if state.started and state.status == "RUNNING" else "-"
-        return step, loss, speed, elapsed
+        return stage, step, loss, speed, elapsed
 
     def running_lines(self) -> list[str]:
         now = time.monotonic()
-        return [f"{state.key} {state.stage} step {step} val {loss} tok/s {speed} {elapsed}"
+        return [f"{state.key} {stage} step {step} val {loss} tok/s {speed} {elapsed}"
                 for state in sorted(self.trials.values(), key=lambda t: t.key) if state.status == "RUNNING"
-                for step, loss, speed, elapsed in [self._cells(state, now)]]
+                for stage, step, loss, speed, elapsed in [self._cells(state, now)]]
 
     def table(self) -> Table:
         table = Table(title=self.headline(), title_justify="left")
@@ -222,7 +233,7 @@ class SweepView(Callback):
             table.add_column(column)
         now = time.monotonic()
         for state in sorted(self.trials.values(), key=lambda t: t.key):
-            table.add_row(state.key, state.stage, *self._cells(state, now), state.status)
+            table.add_row(state.key, *self._cells(state, now), state.status)
         return table
 
     def say(self, text: str) -> None:

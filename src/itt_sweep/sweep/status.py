@@ -40,7 +40,7 @@ def trial_states(trials: list) -> dict[str, str]:
 def failure_reports(sweep_dir: Path, trials: list) -> list[str]:
     """For every errored trial what the console said when it failed: key, stage, the error's last lines, log."""
     return [failure_report(key, str((t.last_result or {}).get("stage", "-")), error_text(t),
-                           trial_log_dir(sweep_dir, key) / "trial.log")
+                           trial_log_dir(sweep_dir.resolve(), key) / "trial.log")
             for t in trials if t.status == "ERROR" and (key := t.config["trial_key"])]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,11 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     """Tune entry point: `config` holds the cell and the sampled hyperparameters; `ctx` the sweep context.
     What the trial prints goes to `<sweep>/logs/<trial key>/trial.log` (`trial_logs`)."""
     with output_to(trial_log_dir(ctx["sweep_dir"], config["trial_key"]) / "trial.log"):
-        _run_trial(config, ctx)
+        try:
+            _run_trial(config, ctx)
+        except BaseException:
+            traceback.print_exc()  # the log the console points to holds the whole error, not Ray's snippet
+            raise
 
 
 def _run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
@@ -165,15 +170,35 @@ def stage_phases(wall_s: float, trained_now: bool, loop: dict[str, float]) -> di
     return {"wall_s": wall_s, "cached": False, **loop, "workers_and_handover_s": max(0.0, wall_s - spent)}
 
 
-def evaluate_with_stats(*args: Any) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, Any]]],
-                                             dict[str, Any]]:
+class EvalProgress:
+    """Stage 3's progress for the live view: the language being generated and the samples generated of all,
+    sent to Tune at most every `every_s` (each report is a result row Tune keeps, so not one per sample).
+    Only where stage 3 runs in the trial's process (CPU sweeps): a Ray task cannot report to the trial."""
+
+    def __init__(self, problems_per_language: dict[str, int], samples: int = 1, every_s: float = 10.0) -> None:
+        self.total = sum(problems_per_language.values()) * samples
+        self.done, self.every_s, self.last = 0, every_s, 0.0
+
+    def __call__(self, language: str, rows: int) -> None:
+        from ray import tune
+
+        self.done += rows
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done >= self.total:
+            self.last = now
+            tune.report({"stage": "eval", "eval_language": language, "eval_step": min(self.done, self.total),
+                         "eval_steps": self.total})
+
+
+def evaluate_with_stats(*args: Any, progress: EvalProgress | None = None
+                        ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """`evaluate_model` and where its time went (a Ray task returns only what the function returns)."""
     from dataclasses import asdict
 
     from itt_sweep.evaluate.stage3 import Stage3Stats, evaluate_model
 
     stats = Stage3Stats()
-    metrics, records = evaluate_model(*args, stats=stats)
+    metrics, records = evaluate_model(*args, stats=stats, progress=progress)
     return metrics, records, {**asdict(stats), "new_tokens_per_s": stats.new_tokens / stats.generate_s
                               if stats.generate_s > 0 else math.nan}
 
@@ -189,7 +214,8 @@ def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any], trial_d
     args = (ModelRef(name=str(model_dir)), eval_problems(sweep.eval_languages, sweep.data.eval_problems, data_dir),
             sweep.evaluation, data_dir, Path(ctx["storage_root"]) / "references", trial_dir / "stage3")
     if not sweep.training.use_gpu:
-        return evaluate_with_stats(*args)
+        sizes = {lang: len(items) for lang, items in args[1].items()}
+        return evaluate_with_stats(*args, progress=EvalProgress(sizes, sweep.evaluation.num_samples))
     import ray
 
     # DEFAULT: outside the trial's placement group, whose bundle has no GPU

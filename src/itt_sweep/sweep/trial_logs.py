@@ -72,7 +72,11 @@ def log_tail(path: Path, lines: int = 20) -> str:
 # Driver-side loggers whose INFO lines a researcher cannot act on ("Started a local Ray instance", Tune's "View
 # detailed results here" / TensorBoard hints, MLflow's "Creating initial MLflow database tables"): to the
 # driver log only. Their warnings still reach the console.
-QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "mlflow", "alembic", "filelock")
+QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "mlflow", "alembic", "filelock", "matplotlib")
+# Tune's own ERROR records of a failed trial (the whole traceback of the Ray task, then "Trials did not
+# complete"): the live view already says which trial failed, where and why, with its log (progress.SweepView),
+# so they go to the driver log only.
+REPORTED_BY_THE_VIEW = ("Trial task failed for trial", "Trials did not complete")
 
 
 def quiet_driver(sweep_dir: str | Path) -> Path:
@@ -109,4 +113,6 @@ class _drop_info_of(logging.Filter):  # noqa: N801 (used as a function)
 
     def filter(self, record: logging.LogRecord) -> bool:
         quiet = any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes)
+        if quiet and record.name.startswith("ray.tune") and record.getMessage().startswith(REPORTED_BY_THE_VIEW):
+            return False
         return record.levelno >= logging.WARNING or not quiet

@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -322,7 +323,11 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     log_dir = job.get("log_dir")
     log = Path(log_dir) / f"{job['stage_name']}-rank{session.rank}.log" if log_dir else None
     with output_to(log):
-        run_stage_loop(job, session)
+        try:
+            run_stage_loop(job, session)
+        except BaseException:
+            traceback.print_exc()  # Ray Train keeps only a snippet of a worker's error
+            raise
 
 
 def run_without_ray(job: StageJob | dict[str, Any], on_step: Callable[[], None] | None = None,
