@@ -35,6 +35,8 @@ CASES = {
                                     "cannot load"),
     "more cpus than the machine has": ({"training": {"num_workers": 2, "cpus_per_worker": 64}},
                                        "training.cpus_per_worker", "this machine has"),
+    "stage 3 wants more cpus than the machine has": ({"evaluation": {"cpus": 512}}, "evaluation.cpus",
+                                                     "this machine has"),
     "tracking server unreachable": ({"tracking": {"uri": "http://127.0.0.1:{port}"}}, "tracking.uri", "unreachable"),
     # in a Ray Job the working dir is Ray's temporary copy of the checkout: results there would be lost
     "relative storage in a ray job": ({"storage": {"path": "runs"}}, "storage.path", "temporary copy",

@@ -26,7 +26,8 @@ def reduced_sweep(smoke_raw: dict, tmp_path: Path, data_dir: Path) -> Path:
         eval_languages=["python", "javascript"],
         storage={"path": str(tmp_path / "runs")},
         tracking={"uri": f"sqlite:///{tmp_path}/mlflow.db"},
-        evaluation={"max_new_tokens": 24, "batch_size": 4, "timeout_s": 10},
+        # 2 CPUs: the trial's own and one leased from Ray once training has freed it (cpu_lease)
+        evaluation={"max_new_tokens": 24, "batch_size": 4, "timeout_s": 10, "cpus": 2},
     )
     small = {"steps": 4, "learning_rate": 3e-3, "warmup_steps": 1, "batch_size": 4, "seq_len": 128,
              "eval_every": 2, "checkpoint_every": 2}
@@ -85,6 +86,7 @@ def test_reduced_smoke_sweep_logs_runs_metrics_and_heatmap(smoke_raw, tmp_path, 
         "phases"]
     assert phases["intermediate"]["steps_s"] > 0 and phases["target"]["engine_init_s"] > 0
     assert phases["eval"]["generate_s"] > 0 and phases["eval"]["execute_s"] > 0
+    assert 0 <= phases["eval"]["cpu_lease_wait_s"] < 60  # stage 3 leased its second CPU inside the Tune trial
     assert 0 < phases["target"]["wall_s"] + phases["eval"]["wall_s"] < phases["trial_s"]
     assert conala.data.metrics["time/trial_s"] == phases["trial_s"]
     status = subprocess.run([sys.executable, "-m", "itt_sweep.cli", "status", str(sweep_dir)], cwd=tmp_path,

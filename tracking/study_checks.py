@@ -8,6 +8,7 @@
 4. Every trial has exactly one MLflow run.
 
     python tracking/study_checks.py runs/smollm2-study --out results/smollm2-study/checks.json
+    (--reuse an earlier report: its agreement rows stand for the trials it covers)
 """
 
 from __future__ import annotations
@@ -38,16 +39,23 @@ def trials(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def agreement(sweep: dict[str, Any], found: dict[str, dict[str, Any]], data_dir: str) -> list[dict[str, Any]]:
-    """`itt-sweep eval` of every `none` trial against the trial's own stage-3 numbers."""
-    evaluation, rows = sweep["evaluation"], []
+def agreement(sweep: dict[str, Any], found: dict[str, dict[str, Any]], data_dir: str,
+              earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`itt-sweep eval` of every `none` trial against the trial's own stage-3 numbers. Trials that `earlier`
+    (a previous report's rows) already covers keep those rows: each standalone eval costs a whole stage 3, so
+    the `none` trials can be checked while the rest of the study still runs."""
+    evaluation = sweep["evaluation"]
+    rows = [row for row in earlier if row["trial"] in found]
     for key, trial in found.items():
-        if trial["metrics"]["intermediate_task"] != NONE:
+        if trial["metrics"]["intermediate_task"] != NONE or any(row["trial"] == key for row in rows):
             continue
         with tempfile.TemporaryDirectory(prefix="study-check-") as out:
             command = [sys.executable, "-m", "itt_sweep.cli", "eval", "--model", str(trial["dir"]), "--languages",
                        ",".join(sweep["eval_languages"]), "--problems", str(sweep["data"]["eval_problems"]),
                        "--out", out, "--data-dir", data_dir, "--cpus", str(evaluation["cpus"]),
+                       # the sweep's own verified references: cached ones are scored on their prompt's prefill,
+                       # the rest afterwards, and the two paths differ in the 5th digit
+                       "--reference-cache", str(trial["dir"].parents[2] / "references"),
                        "--batch-size", str(evaluation["batch_size"]), "--timeout-s", str(evaluation["timeout_s"]),
                        "--prompt-format", evaluation["prompt_format"]]
             max_new = evaluation["max_new_tokens"]
@@ -109,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--reuse", help="an earlier report: keep its agreement rows for the trials it covers")
     args = parser.parse_args(argv)
+    earlier = json.loads(Path(args.reuse).read_text())["agreement"] if args.reuse else []
     sweep_dir = Path(args.sweep_dir)
     sweep = yaml.safe_load((sweep_dir / "sweep.resolved.yaml").read_text())
     found, runs = trials(sweep_dir), trial_runs(sweep)
-    report = {"trials": len(found), "agreement": agreement(sweep, found, args.data_dir),
+    report = {"trials": len(found), "agreement": agreement(sweep, found, args.data_dir, earlier),
               "seeds_differ": seeds_differ(found), "stages": stage_counts(sweep, found, runs),
               "mlflow": mlflow_runs(found, runs)}
     report["ok"] = (all(row["agree"] for row in report["agreement"]) and report["seeds_differ"]["ok"]

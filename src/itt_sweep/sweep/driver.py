@@ -60,12 +60,13 @@ def callbacks(sweep: SweepConfig, ctx: dict[str, Any]) -> list:
 
 
 def trainable(ctx: dict[str, Any]):
-    """A trial holds the CPUs its stage 3 generates with on CPU sweeps; on GPU sweeps one (stage 3 is a task)."""
+    """A trial holds one CPU throughout; stage 3 takes more for itself once training has freed them (on GPU
+    sweeps a Ray task with a GPU, on CPU sweeps a lease, see `cpu_lease`)."""
     from ray import tune
 
-    evaluation = ctx["sweep"]["evaluation"]
-    cpus = 1 if ctx["sweep"]["training"]["use_gpu"] else evaluation.get("cpus", 1)
-    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"CPU": cpus})
+    from itt_sweep.sweep.cpu_lease import TRIAL_CPUS
+
+    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"CPU": TRIAL_CPUS})
 
 
 def start_tracking(sweep: SweepConfig, ctx: dict[str, Any], sweep_path: Path) -> None:

@@ -17,6 +17,7 @@ from itt_sweep.data.paths import data_dir as resolve_data_dir
 from itt_sweep.data.prompts import format_example
 from itt_sweep.data.tasks import ALL, CONTROL, NONE, load_task_examples
 from itt_sweep.modeling import SCRATCH_VERSION, ModelRef, build_scratch, check_loadable, is_scratch
+from itt_sweep.sweep.cpu_lease import TRIAL_CPUS
 from itt_sweep.sweep.storage import local_path, probe_uri, ray_locations
 from itt_sweep.sweep.trial_logs import quiet_driver
 
@@ -41,7 +42,7 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
         problems.append(f"model: {model_problem}")
     cpu_problem = check_local_cpus(sweep)
     if cpu_problem:
-        problems.append(f"training.cpus_per_worker: {cpu_problem}")
+        problems.append(cpu_problem)
     if sweep.training.use_gpu and not _gpus_available():
         problems.append("training.use_gpu: true, but this machine has no GPU (set use_gpu: false)")
     storage_problem = check_writable(Path(sweep.storage.path).expanduser())
@@ -63,18 +64,20 @@ def preflight(sweep: SweepConfig, source: str) -> Path:
     return data
 
 
-def check_local_cpus(sweep: SweepConfig) -> str | None:
-    """On the embedded local cluster, a trial (evaluation.cpus) and its training workers must fit this machine
-    at once, or Ray would wait for CPUs forever. A real cluster (RAY_ADDRESS) autoscales: not checked."""
+def check_local_cpus(sweep: SweepConfig) -> str | None:  # "<field>: <problem>", or None
+    """On the embedded local cluster, a trial's CPU and its training workers must fit this machine at once,
+    and so must stage 3's `evaluation.cpus`, or Ray would wait for CPUs forever. A real cluster (RAY_ADDRESS)
+    autoscales: not checked."""
     if os.environ.get("RAY_ADDRESS") or in_ray_job() or sweep.training.use_gpu:
         return None
-    training = sweep.training
-    need = sweep.evaluation.cpus + training.num_workers * training.cpus_per_worker
-    have = os.cpu_count() or 1
+    training, have = sweep.training, os.cpu_count() or 1
+    need = TRIAL_CPUS + training.num_workers * training.cpus_per_worker
     if need > have:
-        return (f"a trial needs {need:g} CPUs at once (evaluation.cpus {sweep.evaluation.cpus} + num_workers "
-                f"{training.num_workers} x cpus_per_worker {training.cpus_per_worker:g}), this machine has {have}; "
-                "lower them (a worker of 0.5 CPU still runs one thread)")
+        return (f"training.cpus_per_worker: a trial needs {need:g} CPUs while it trains (its own {TRIAL_CPUS} + "
+                f"num_workers {training.num_workers} x cpus_per_worker {training.cpus_per_worker:g}), this machine "
+                f"has {have}; lower them (a worker of 0.5 CPU still runs one thread)")
+    if sweep.evaluation.cpus > have:
+        return f"evaluation.cpus: stage 3 needs {sweep.evaluation.cpus} CPUs, this machine has {have}"
     return None
 
 

@@ -205,17 +205,22 @@ def evaluate_with_stats(*args: Any, progress: EvalProgress | None = None
 
 def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any], trial_dir: Path):
     """Generation on a GPU when the sweep trains on GPUs: a Ray task that takes the GPU training just freed
-    (the trial itself holds only its CPUs); on CPU sweeps, in the trial process, which holds
-    `evaluation.cpus` CPUs (driver.trainable) and generates with as many threads. Per-language results go to
-    `<trial>/stage3/` as they finish, so a restarted trial continues stage 3 where it stopped."""
+    (the trial itself holds only its CPU); on CPU sweeps, in the trial process, which generates with
+    `evaluation.cpus` threads: its own CPU and the rest leased from Ray now that training has freed them
+    (`cpu_lease`). Per-language results go to `<trial>/stage3/` as they finish, so a restarted trial
+    continues stage 3 where it stopped."""
     from itt_sweep.evaluate.stage3 import eval_problems
+    from itt_sweep.sweep.cpu_lease import TRIAL_CPUS, leased_cpus
 
     data_dir = Path(ctx["data_dir"])
     args = (ModelRef(name=str(model_dir)), eval_problems(sweep.eval_languages, sweep.data.eval_problems, data_dir),
             sweep.evaluation, data_dir, Path(ctx["storage_root"]) / "references", trial_dir / "stage3")
     if not sweep.training.use_gpu:
         sizes = {lang: len(items) for lang, items in args[1].items()}
-        return evaluate_with_stats(*args, progress=EvalProgress(sizes, sweep.evaluation.num_samples))
+        with leased_cpus(sweep.evaluation.cpus - TRIAL_CPUS) as waited_s:
+            metrics, records, stats = evaluate_with_stats(
+                *args, progress=EvalProgress(sizes, sweep.evaluation.num_samples))
+        return metrics, records, {**stats, "cpu_lease_wait_s": waited_s}
     import ray
 
     # DEFAULT: outside the trial's placement group, whose bundle has no GPU
