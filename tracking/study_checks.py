@@ -39,23 +39,24 @@ def trials(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def agreement(sweep: dict[str, Any], found: dict[str, dict[str, Any]], data_dir: str,
+def agreement(sweep: dict[str, Any], found: dict[str, dict[str, Any]], data_dir: str, references: Path,
               earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`itt-sweep eval` of every `none` trial against the trial's own stage-3 numbers. Trials that `earlier`
-    (a previous report's rows) already covers keep those rows: each standalone eval costs a whole stage 3, so
-    the `none` trials can be checked while the rest of the study still runs."""
+    """`itt-sweep eval` of every `none` trial against the trial's own stage-3 numbers, scored against the
+    sweep's own verified `references` (cached ones are scored on their prompt's prefill, the rest afterwards,
+    and the two paths differ in the 5th digit). Trials that `earlier` (a previous report's rows) already
+    covers keep those rows: each standalone eval costs a whole stage 3, so the `none` trials can be checked
+    while the rest of the study still runs."""
     evaluation = sweep["evaluation"]
     rows = [row for row in earlier if row["trial"] in found]
+    covered = {row["trial"] for row in rows}
     for key, trial in found.items():
-        if trial["metrics"]["intermediate_task"] != NONE or any(row["trial"] == key for row in rows):
+        if trial["metrics"]["intermediate_task"] != NONE or key in covered:
             continue
         with tempfile.TemporaryDirectory(prefix="study-check-") as out:
             command = [sys.executable, "-m", "itt_sweep.cli", "eval", "--model", str(trial["dir"]), "--languages",
                        ",".join(sweep["eval_languages"]), "--problems", str(sweep["data"]["eval_problems"]),
                        "--out", out, "--data-dir", data_dir, "--cpus", str(evaluation["cpus"]),
-                       # the sweep's own verified references: cached ones are scored on their prompt's prefill,
-                       # the rest afterwards, and the two paths differ in the 5th digit
-                       "--reference-cache", str(trial["dir"].parents[2] / "references"),
+                       "--reference-cache", str(references),
                        "--batch-size", str(evaluation["batch_size"]), "--timeout-s", str(evaluation["timeout_s"]),
                        "--prompt-format", evaluation["prompt_format"]]
             max_new = evaluation["max_new_tokens"]
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep_dir = Path(args.sweep_dir)
     sweep = yaml.safe_load((sweep_dir / "sweep.resolved.yaml").read_text())
     found, runs = trials(sweep_dir), trial_runs(sweep)
-    report = {"trials": len(found), "agreement": agreement(sweep, found, args.data_dir, earlier),
+    references = sweep_dir.resolve().parent / "references"  # the sweep's storage root holds its references
+    report = {"trials": len(found), "agreement": agreement(sweep, found, args.data_dir, references, earlier),
               "seeds_differ": seeds_differ(found), "stages": stage_counts(sweep, found, runs),
               "mlflow": mlflow_runs(found, runs)}
     report["ok"] = (all(row["agree"] for row in report["agreement"]) and report["seeds_differ"]["ok"]
