@@ -86,6 +86,12 @@ def test_reduced_smoke_sweep_logs_runs_metrics_and_heatmap(smoke_raw, tmp_path, 
         "phases"]
     assert phases["intermediate"]["steps_s"] > 0 and phases["target"]["engine_init_s"] > 0
     assert phases["eval"]["generate_s"] > 0 and phases["eval"]["execute_s"] > 0
+    # the driver verified the references before any trial: every trial scored them on the prefill
+    assert sorted(path.name.split("-")[0] for path in (tmp_path / "runs" / "references").glob("*.json")) == [
+        "javascript", "python"]
+    for trial in ("none__python__s0__n0", "conala_nl2python__python__s0__n0"):
+        eval_phase = json.loads((sweep_dir / "trials" / trial / "metrics.json").read_text())["phases"]["eval"]
+        assert eval_phase["references_after"] == 0
     assert 0 <= phases["eval"]["cpu_lease_wait_s"] < 60  # stage 3 leased its second CPU inside the Tune trial
     assert 0 < phases["target"]["wall_s"] + phases["eval"]["wall_s"] < phases["trial_s"]
     assert conala.data.metrics["time/trial_s"] == phases["trial_s"]

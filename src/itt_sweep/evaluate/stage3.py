@@ -92,6 +92,7 @@ class Stage3Stats:
     ref_nll_s: float = 0.0
     execute_s: float = 0.0  # the executor's busy time (beside generation, in its own thread)
     references_s: float = 0.0  # verifying reference solutions (cached after the first trial)
+    references_after: int = 0  # references scored after generation, not on their prompt's prefill
     new_tokens: int = 0
     reused_languages: list[str] = field(default_factory=list)
 
@@ -238,7 +239,7 @@ def score_language(model, tokenizer, done: Generated, verdicts: Sequence[Sequenc
     problems, generations = done.problems, done.generations
     pairs = [(p.prompt, r) for p in problems for r in refs.get(p.task_id, [])]
     start = time.perf_counter()
-    nll = _reference_nll(model, tokenizer, done, refs) if pairs and model is not None else math.nan
+    nll = _reference_nll(model, tokenizer, done, refs, stats) if pairs and model is not None else math.nan
     stats.ref_nll_s += time.perf_counter() - start
     samples = [v for per in verdicts for v in per]
     counts = [(len(per), sum(v is not None and v.status == "passed" for v in per)) for per in verdicts]
@@ -260,7 +261,7 @@ def score_language(model, tokenizer, done: Generated, verdicts: Sequence[Sequenc
     return metrics, records
 
 
-def _reference_nll(model, tokenizer, done: Generated, refs: dict[str, list[str]]) -> float:
+def _reference_nll(model, tokenizer, done: Generated, refs: dict[str, list[str]], stats: Stage3Stats) -> float:
     """Token-weighted mean NLL of the references: those scored on their prompt's prefill during generation
     as they are, the rest (a reference that was not cached yet, chat prompts) by `per_pair_nll` now."""
     scored, pairs = [], []
@@ -271,6 +272,7 @@ def _reference_nll(model, tokenizer, done: Generated, refs: dict[str, list[str]]
         else:
             pairs += [(problem.prompt, r) for r in found]
     scored += per_pair_nll(model, tokenizer, pairs) if pairs else []
+    stats.references_after += len(pairs)
     tokens = sum(n for _, n in scored)
     return sum(total for total, _ in scored) / tokens if tokens else math.nan
 

@@ -6,8 +6,10 @@ fails before any trial starts, with one message naming the field, and writes not
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from itt_sweep.modeling import SCRATCH_VERSION, ModelRef, build_scratch, check_l
 from itt_sweep.sweep.cpu_lease import TRIAL_CPUS
 from itt_sweep.sweep.storage import local_path, probe_uri, ray_locations
 from itt_sweep.sweep.trial_logs import quiet_driver
+
+log = logging.getLogger(__name__)
 
 
 def preflight(sweep: SweepConfig, source: str) -> Path:
@@ -177,12 +181,35 @@ def base_model(sweep: SweepConfig, data: Path, storage_root: Path) -> tuple[Mode
     return ModelRef(name=str(path)), key
 
 
+def reference_dir(storage_root: Path) -> Path:
+    """Where a sweep's verified references are cached: under the storage root, shared by its sweeps."""
+    return storage_root / "references"
+
+
+def verify_references(sweep: SweepConfig, data: Path, storage_root: Path) -> float:
+    """Verifies (or finds cached) every eval language's references before the first trial, so that every
+    trial scores them on its prompts' prefill, one scoring path for the whole sweep (the first trial would
+    otherwise score them afterwards, in other batches, 5th-digit apart); returns the seconds it took."""
+    from itt_sweep.evaluate.references import verified_references
+    from itt_sweep.evaluate.stage3 import eval_problems
+    from itt_sweep.execution.types import Limits
+
+    start = time.perf_counter()
+    limits = Limits(timeout_s=sweep.evaluation.timeout_s)
+    for lang, problems in eval_problems(sweep.eval_languages, sweep.data.eval_problems, data).items():
+        verified_references(lang, problems, data, reference_dir(storage_root), limits,
+                            sweep.evaluation.allow_unsandboxed)
+    return time.perf_counter() - start
+
+
 def sweep_context(sweep: SweepConfig, data: Path) -> dict[str, Any]:
     storage_root = Path(sweep.storage.path).expanduser().resolve()
     sweep_dir = storage_root / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     quiet_driver(sweep_dir)  # before the base model is built: its progress bars go to the driver log
     model_ref, model_key = base_model(sweep, data, storage_root)
+    log.info("references of %d eval languages verified in %.0f s", len(sweep.eval_languages),
+             verify_references(sweep, data, storage_root))
     return {"sweep": sweep.model_dump(mode="json"), "data_dir": str(data.resolve()),
             "storage_root": str(storage_root), "sweep_dir": str(sweep_dir),
             "base_model": model_ref.model_dump(), "base_model_key": model_key, **ray_locations(sweep, sweep_dir)}

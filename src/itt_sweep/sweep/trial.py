@@ -18,6 +18,7 @@ from itt_sweep.data.mbxp import problems_file
 from itt_sweep.data.paths import fingerprint
 from itt_sweep.data.tasks import CONTROL, NONE, task_files, task_version
 from itt_sweep.modeling import ModelRef
+from itt_sweep.sweep.prepare import reference_dir
 from itt_sweep.sweep.storage import TRAIN_DIR
 from itt_sweep.sweep.trial_logs import output_to, trial_log_dir
 from itt_sweep.train.job import StageData, StageJob
@@ -214,7 +215,7 @@ def run_stage3(sweep: SweepConfig, model_dir: Path, ctx: dict[str, Any], trial_d
 
     data_dir = Path(ctx["data_dir"])
     args = (ModelRef(name=str(model_dir)), eval_problems(sweep.eval_languages, sweep.data.eval_problems, data_dir),
-            sweep.evaluation, data_dir, Path(ctx["storage_root"]) / "references", trial_dir / "stage3")
+            sweep.evaluation, data_dir, reference_dir(Path(ctx["storage_root"])), trial_dir / "stage3")
     if not sweep.training.use_gpu:
         sizes = {lang: len(items) for lang, items in args[1].items()}
         with leased_cpus(sweep.evaluation.cpus - TRIAL_CPUS) as waited_s:
