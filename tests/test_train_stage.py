@@ -105,6 +105,9 @@ def test_zero_stage_trains_in_two_ray_workers_and_exports_a_loadable_model(
     assert metrics["final"]["target_val_loss"] > 0
     model = AutoModelForCausalLM.from_pretrained(entry)
     assert model.num_parameters() > 0
+    run_dir = tmp_path / "train" / f"stage-zero{zero}"
+    kept = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
+    assert kept == ["export"], kept  # step checkpoints (weights + optimizer state) are not left behind
     again, trained_again = run_stage(job, tmp_path / "stages", str(tmp_path / "train"))
     assert again == entry and not trained_again  # the cache answers; nothing is retrained
 

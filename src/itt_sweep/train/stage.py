@@ -67,7 +67,7 @@ def fit_stage(job: StageJob, run_name: str, storage_path: str, ledger_dir: Path 
 
     `storage_path` is where Ray Train keeps the run and its checkpoints: a local dir or a URI (s3://...). The
     ledger goes to `ledger_dir`, by default `storage_path` itself, which must then be local."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from itt_sweep.train.loop import train_loop_per_worker
@@ -87,7 +87,10 @@ def fit_stage(job: StageJob, run_name: str, storage_path: str, ledger_dir: Path 
         train_loop_config=job.model_dump(mode="json"),
         scaling_config=ScalingConfig(num_workers=training.num_workers, use_gpu=training.use_gpu,
                                      resources_per_worker={"CPU": training.cpus_per_worker}),
+        # one checkpoint kept: the latest step to resume from, then the export that replaces it (a SmolLM2
+        # stage's step checkpoint with optimizer state is 2.1 GB; a study's 33 stages would fill the disk)
         run_config=RunConfig(name=run_name, storage_path=storage_path, callbacks=callbacks,
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
                              failure_config=FailureConfig(max_failures=job.max_failures),
                              worker_runtime_env={"env_vars": worker_env(training.use_gpu,
                                                                         training.cpus_per_worker)}),
