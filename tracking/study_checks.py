@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 from mlflow.tracking import MlflowClient
 
-from itt_sweep.data.tasks import NONE
+from itt_sweep.data.tasks import CONTROL, NONE
+from itt_sweep.sweep.prepare import reference_dir
 
 
 def trials(sweep_dir: Path) -> dict[str, dict[str, Any]]:
@@ -87,15 +88,20 @@ def trial_runs(sweep: dict[str, Any]) -> list:
             if run.data.tags.get("itt.trial_key")]
 
 
-def stage_counts(sweep: dict[str, Any], found: dict[str, dict[str, Any]], runs: list) -> dict[str, Any]:
-    """Stage keys as the trials' MLflow runs tag them: one stage 1 per (task, seed), one stage 2 per trial."""
+def stage_counts(found: dict[str, dict[str, Any]], runs: list) -> dict[str, Any]:
+    """Stage keys as the finished trials' MLflow runs tag them: one stage 1 per (task, seed, source) among the
+    finished trials that have one (seeds never share it; the source enters only the control's, which trains on
+    the source's own data), and one stage 2 per trial. Only finished trials count, so a study checked in parts
+    checks what it has."""
+    runs = [run for run in runs if run.data.tags["itt.trial_key"] in found]
     stage1 = {run.data.tags.get("itt.stage_key.intermediate") for run in runs} - {None}
     stage2 = {run.data.tags.get("itt.stage_key.target") for run in runs} - {None}
-    with_stage1 = [t for t in sweep["matrix"]["intermediate_tasks"] if t != NONE]
-    expected1 = len(with_stage1) * len(sweep["matrix"]["seeds"]) * len(sweep["matrix"]["source_languages"])
-    return {"stage1_keys": len(stage1), "expected_stage1": expected1, "stage2_keys": len(stage2),
-            "trials": len(found), "stage2_dirs": len({t["model"] for t in found.values()}),
-            "ok": len(stage1) == expected1 and len(stage2) == len(found) == len({t["model"] for t in found.values()})}
+    cells = {(m["intermediate_task"], m["seed"], m["source_language"] if m["intermediate_task"] == CONTROL else None)
+             for t in found.values() if (m := t["metrics"])["intermediate_task"] != NONE}
+    models = {t["model"] for t in found.values()}
+    return {"stage1_keys": len(stage1), "expected_stage1": len(cells), "stage2_keys": len(stage2),
+            "trials": len(found), "stage2_dirs": len(models),
+            "ok": len(stage1) == len(cells) and len(stage2) == len(found) == len(models)}
 
 
 def mlflow_runs(found: dict[str, dict[str, Any]], runs: list) -> dict[str, Any]:
@@ -124,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep_dir = Path(args.sweep_dir)
     sweep = yaml.safe_load((sweep_dir / "sweep.resolved.yaml").read_text())
     found, runs = trials(sweep_dir), trial_runs(sweep)
-    references = sweep_dir.resolve().parent / "references"  # the sweep's storage root holds its references
+    references = reference_dir(sweep_dir.resolve().parent)  # the sweep's storage root holds its references
     report = {"trials": len(found), "agreement": agreement(sweep, found, args.data_dir, references, earlier),
-              "seeds_differ": seeds_differ(found), "stages": stage_counts(sweep, found, runs),
+              "seeds_differ": seeds_differ(found), "stages": stage_counts(found, runs),
               "mlflow": mlflow_runs(found, runs)}
     report["ok"] = (all(row["agree"] for row in report["agreement"]) and report["seeds_differ"]["ok"]
                     and report["stages"]["ok"] and report["mlflow"]["ok"])
