@@ -164,3 +164,14 @@ def test_make_verbose_shows_commands_and_output(tmp_path):
     assert "fake python scripts/link_smollm2.py" in out and "a warning on stderr" in out
     assert OK_LINE.match(out.splitlines()[-2])  # then `touch ...`
     assert out.splitlines()[-1].startswith("touch ")
+
+
+def test_install_without_the_disk_it_needs_says_so_before_pip_runs(tmp_path):
+    venv = tmp_path / "venv"
+    result = subprocess.run(["bash", str(REPO / "scripts" / "install_venv.sh")], cwd=REPO, capture_output=True,
+                            text=True, timeout=30,
+                            env=clean_env(tmp_path, VENV=str(venv), TORCH="torch==2.13.0", SMOLLM2="x==1",
+                                          ITT_INSTALL_NEED_MB=str(10**12)))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {venv} needs about {10**12} MB of free disk, ")
+    assert not venv.exists()  # nothing half-installed
