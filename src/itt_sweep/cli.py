@@ -39,12 +39,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def report(outcome) -> int:
-    print(f"\n{outcome.n_trials} trial(s), {outcome.n_errors} failed. Transfer heatmaps:")
+    """The sweep's last lines; exit status 1 when a trial failed, 130 (as for Ctrl-C) when it was stopped."""
+    if outcome.stopped:
+        print(f"\nstopped: {outcome.n_finished} of {outcome.n_planned} trial(s) finished, none failed; "
+              f"`itt-sweep resume {outcome.sweep_dir}` continues it. Heatmaps of the finished ones:")
+    else:
+        print(f"\n{outcome.n_trials} trial(s), {outcome.n_errors} failed. Transfer heatmaps:")
     for path in outcome.outputs:
         if path.suffix == ".png":
             print(f"  {path}")
     print(f"All outputs (CSV too): {outcome.heatmap_dir}\nMLflow UI: make ui")
-    return 1 if outcome.n_errors else 0
+    return 1 if outcome.n_errors else 130 if outcome.stopped else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -141,6 +141,14 @@ class SweepOutcome:
     outputs: list[Path]
     n_trials: int
     n_errors: int
+    n_planned: int = 0
+    n_finished: int = 0
+    sweep_dir: Path | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """The sweep ended before every planned trial did, none of them by failing: it was interrupted."""
+        return not self.n_errors and self.n_finished < self.n_planned
 
 
 def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> SweepOutcome:
@@ -169,9 +177,12 @@ def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> SweepOutco
         client.log_artifact(ctx["parent_run_id"], str(path), artifact_path="heatmaps")
     for path in extra:
         client.log_artifact(ctx["parent_run_id"], str(path), artifact_path=f"heatmaps/vs_{CONTROL}")
-    client.set_terminated(ctx["parent_run_id"], status="FAILED" if errors else "FINISHED")
+    planned, finished = trial_count(sweep), results.num_terminated
+    stopped = planned - finished - len(errors) > 0  # interrupted (Ctrl-C, a lost driver): resume continues it
+    client.set_terminated(ctx["parent_run_id"], status="FAILED" if errors else "KILLED" if stopped else "FINISHED")
     if errors:
         keys = [(r.config or {}).get("trial_key", "?") for r in errors]
         log.error("%d trial(s) failed: %s; `itt-sweep status %s` says why, with their logs", len(errors),
                   ", ".join(keys), ctx["sweep_dir"])
-    return SweepOutcome(out, paths, len(results), len(errors))
+    return SweepOutcome(out, paths, len(results), len(errors), n_planned=planned, n_finished=finished,
+                        sweep_dir=Path(ctx["sweep_dir"]))
