@@ -177,12 +177,12 @@ def finish_sweep(sweep: SweepConfig, ctx: dict[str, Any], results) -> SweepOutco
         client.log_artifact(ctx["parent_run_id"], str(path), artifact_path="heatmaps")
     for path in extra:
         client.log_artifact(ctx["parent_run_id"], str(path), artifact_path=f"heatmaps/vs_{CONTROL}")
-    planned, finished = trial_count(sweep), results.num_terminated
-    stopped = planned - finished - len(errors) > 0  # interrupted (Ctrl-C, a lost driver): resume continues it
-    client.set_terminated(ctx["parent_run_id"], status="FAILED" if errors else "KILLED" if stopped else "FINISHED")
+    outcome = SweepOutcome(out, paths, len(results), len(errors), n_planned=trial_count(sweep),
+                           n_finished=results.num_terminated, sweep_dir=Path(ctx["sweep_dir"]))
+    status = "FAILED" if errors else "KILLED" if outcome.stopped else "FINISHED"  # KILLED: resume continues it
+    client.set_terminated(ctx["parent_run_id"], status=status)
     if errors:
         keys = [(r.config or {}).get("trial_key", "?") for r in errors]
         log.error("%d trial(s) failed: %s; `itt-sweep status %s` says why, with their logs", len(errors),
                   ", ".join(keys), ctx["sweep_dir"])
-    return SweepOutcome(out, paths, len(results), len(errors), n_planned=planned, n_finished=finished,
-                        sweep_dir=Path(ctx["sweep_dir"]))
+    return outcome
