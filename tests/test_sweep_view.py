@@ -142,3 +142,16 @@ def test_time_table_sums_phases_over_trials_and_keeps_cache_hits_and_overlap_apa
     assert totals["stage 1-2: training steps"] == 3 * 60.0 and totals["stage 1-2: stage-cache hits"] == 0.5
     assert totals["stage 3: generation"] == 200.0 and totals["stage 3: rest (waiting on execution, saving)"] == 40.0
     assert overlapped["stage 3: execution (beside generation)"] == 140.0
+
+
+def test_a_resumed_sweep_counts_the_trials_it_restored_as_finished():
+    view, out = plain_view(total=4)
+    finished, failed, left = trial("a__python__s0", "none"), trial("b__python__s1", "none"), trial("c", "none")
+    finished.status, failed.status, left.status = "TERMINATED", "ERROR", "PENDING"
+    view.on_step_end(0, [finished, failed, left])
+    assert view.counts() == {"done": 1, "running": 0, "errored": 1, "pending": 2}
+    view.on_trial_start(1, [finished, failed, left], left)
+    view.on_step_end(1, [finished, failed, left])
+    assert view.counts() == {"done": 1, "running": 1, "errored": 1, "pending": 1}
+    assert out.getvalue().startswith("itt-sweep: 1/4 done, 0 running, 2 pending, 1 errored")
+    assert view.headline().startswith("itt-sweep: 1/4 done, 1 running, 1 pending, 1 errored")

@@ -145,7 +145,17 @@ class SweepView(Callback):
         self.update(force=True)
 
     def on_step_end(self, iteration, trials, **info) -> None:
+        self._adopt_finished(trials)
         self.update()
+
+    def _adopt_finished(self, trials) -> None:
+        """Count the trials a resumed experiment restored as finished or failed: Tune sends them no events,
+        so without this a resumed sweep reads "0/18 done" while 10 are done."""
+        for trial in trials:
+            status = {"TERMINATED": "DONE", "ERROR": "ERROR"}.get(getattr(trial, "status", ""))
+            if status and trial.config.get("trial_key", trial.trial_id) not in self.trials:
+                state = self._state(trial)
+                state.status, state.stage = status, "done" if status == "DONE" else state.stage
 
     def on_experiment_end(self, trials, **info) -> None:
         self.update(force=True)
