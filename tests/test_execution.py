@@ -32,7 +32,7 @@ from itt_sweep.execution import (
 )
 from itt_sweep.execution.batching import attributed_errors, compile_batch, program_key
 from itt_sweep.execution.distributed import chunk_programs
-from itt_sweep.execution.recipes import Batch
+from itt_sweep.execution.recipes import COMPILED_MARKER, Batch
 
 # Languages with canonical solutions (go, perl, scala and swift have none).
 CANONICAL = ("python", "javascript", "typescript", "java", "kotlin", "cpp", "csharp", "ruby", "php")
@@ -175,6 +175,25 @@ def test_runtime_crash_is_runtime_error_not_failed() -> None:
     [verdict] = execute([program])
     assert verdict.status == "runtime_error"
     assert "ZeroDivisionError" in verdict.stderr
+
+
+@pytest.mark.parametrize(("language", "compiles_but_crashes", "begin_then_broken"), [
+    ("perl", 'sub f { die "boom" }\n', 'BEGIN { print STDERR "begin ran\\n" }\nsub f { return 1 +; }\n'),
+    ("php", '<?php\nfunction f() { return undefined_function(); }\n', '<?php\necho "x";\nfunction f() { return 1 +; }\n'),
+])
+def test_a_check_inside_the_run_step_still_tells_compile_errors_from_crashes(language: str, compiles_but_crashes: str,
+                                                                             begin_then_broken: str) -> None:
+    """perl and php check the program in the run step itself (`Recipe.checked_in_run`): one sandboxed step,
+    the same verdicts as a separate `perl -c` / `php -l`, and the marker never shows in what a verdict says."""
+    require(language)
+    tests = {"perl": "f();\n", "php": "f();\n"}[language]
+    crash, broken = execute([Program(language=language, source=compiles_but_crashes, tests=tests),
+                             Program(language=language, source=begin_then_broken, tests=tests)])
+    assert crash.status == "runtime_error" and crash.compiled, (crash.status, crash.stderr)
+    assert broken.status == "compile_error" and "syntax error" in broken.stderr, (broken.status, broken.stderr)
+    assert broken.run_s == 0.0 and broken.compile_s > 0
+    assert all(COMPILED_MARKER not in v.stderr + v.stdout for v in (crash, broken))
+    assert "x" not in broken.stdout  # php compiles the whole file before running any of it
 
 
 def test_cpp_assert_abort_is_failed() -> None:
@@ -358,6 +377,8 @@ def test_benchmark_script_compares_both_modes_and_writes_its_result(tmp_path: Pa
     python = result["languages"]["python"]
     assert python["programs"] == 5 and python["verdicts_agree"] == 5
     assert python["ratio"] > 0 and result["overall"]["programs"] == 5
+    assert python["vs_mxeval"] > 0  # against the reference harness's figures for this machine kind
+    assert result["overall"]["vs_mxeval"] is None  # its whole-set time compares only with the whole set
 
 
 # ---------------------------------------------------------------- recipes, doctor, preflight

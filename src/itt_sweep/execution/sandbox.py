@@ -219,11 +219,14 @@ def _preexec(limits: list[tuple[int, int, int]]):
 
 
 def _environment(step: Step, argv: Sequence[str], sandboxed: bool) -> dict[str, str]:
-    dirs = [str(Path(arg).parent) for arg in argv[:1] if arg.startswith("/")]
+    # the command's own folder, then its recipe's tools' (a step may be `sh -c` calling one of them)
+    tools = [path for tool in step.tools if (path := _helper(tool))]
+    dirs = [str(Path(arg).parent) for arg in [*argv[:1], *tools] if arg.startswith("/")]
     dirs += [str(toolchain_dir() / "node_modules" / ".bin"), SYSTEM_PATH]
+    tmpdir = "/tmp" if sandboxed else str(step.workdir)  # under bubblewrap a private tmpfs
     env = {"PATH": ":".join(dict.fromkeys(dirs)), "HOME": str(step.workdir), "LANG": "C.UTF-8",
-           "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp" if sandboxed else str(step.workdir)}
-    env.update(dict(step.env))
+           "LC_ALL": "C.UTF-8", "TMPDIR": tmpdir}
+    env.update({name: value.replace("{tmpdir}", tmpdir) for name, value in step.env})
     return env
 
 

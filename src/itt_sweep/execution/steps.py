@@ -28,7 +28,8 @@ def placeholders(recipe: Recipe, limits: Limits, workdir: Path, key: str = "") -
     return {"file": recipe.file_name, "stem": recipe.stem, "heap_mb": limits.memory_mb,
             "compile_heap_mb": recipe.compile_memory_mb, "toolchain_dir": toolchain_dir(), "workdir": workdir,
             "runtime_cp": runtime_classpath(recipe), "tool_cp": tool_classpath(recipe),
-            "support": support_dir(recipe.language) if recipe.language in SUPPORTS else "", "key": key}
+            "support": support_dir(recipe.language) if recipe.language in SUPPORTS else "", "key": key,
+            "tmpdir": "{tmpdir}"}  # known only when the step runs: filled in by `sandbox`
 
 
 def make_step(recipe: Recipe, limits: Limits, workdir: Path, template: Sequence[str], *, compiling: bool,
