@@ -109,7 +109,8 @@ def floors(language: str, programs: list[Program]) -> dict[str, float]:
                 (workdir / recipe.file_name).write_text(program_text(program))
                 started = time.perf_counter()
                 for template in templates[:1] if mode.endswith("true") else templates:
-                    step = steps.make_step(recipe, program.limits, workdir, template, compiling=template is recipe.compile)
+                    compiling = template is recipe.compile
+                    step = steps.make_step(recipe, program.limits, workdir, template, compiling=compiling)
                     argv = [resolve_tool(step.argv[0]) or step.argv[0], *step.argv[1:]]
                     env = sandbox._environment(step, argv, sandboxed=mode != "direct")
                     if mode != "direct":

@@ -179,7 +179,8 @@ def test_runtime_crash_is_runtime_error_not_failed() -> None:
 
 @pytest.mark.parametrize(("language", "compiles_but_crashes", "begin_then_broken"), [
     ("perl", 'sub f { die "boom" }\n', 'BEGIN { print STDERR "begin ran\\n" }\nsub f { return 1 +; }\n'),
-    ("php", '<?php\nfunction f() { return undefined_function(); }\n', '<?php\necho "x";\nfunction f() { return 1 +; }\n'),
+    ("php", '<?php\nfunction f() { return undefined_function(); }\n',
+     '<?php\necho "x";\nfunction f() { return 1 +; }\n'),
 ])
 def test_a_check_inside_the_run_step_still_tells_compile_errors_from_crashes(language: str, compiles_but_crashes: str,
                                                                              begin_then_broken: str) -> None:
