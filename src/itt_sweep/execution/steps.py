@@ -17,7 +17,7 @@ from pathlib import Path
 from itt_sweep.execution.checkers import CHECKERS
 from itt_sweep.execution.recipes import Recipe, runtime_classpath, tool_classpath
 from itt_sweep.execution.sandbox import Step
-from itt_sweep.execution.toolchains import SUPPORTS, support_dir, toolchain_dir
+from itt_sweep.execution.toolchains import SUPPORTS, ruby_gem_paths, support_dir, toolchain_dir
 from itt_sweep.execution.types import Limits
 
 COMPILE_MIN_PROCESSES = 128  # compilers are JVMs and node: many threads, each counted by RLIMIT_NPROC
@@ -29,7 +29,8 @@ def placeholders(recipe: Recipe, limits: Limits, workdir: Path, key: str = "") -
             "compile_heap_mb": recipe.compile_memory_mb, "toolchain_dir": toolchain_dir(), "workdir": workdir,
             "runtime_cp": runtime_classpath(recipe), "tool_cp": tool_classpath(recipe),
             "support": support_dir(recipe.language) if recipe.language in SUPPORTS else "", "key": key,
-            "tmpdir": "{tmpdir}"}  # known only when the step runs: filled in by `sandbox`
+            "tmpdir": "{tmpdir}",  # known only when the step runs: filled in by `sandbox`
+            "ruby_gems": ruby_gem_paths() if "ruby" in recipe.tools else ""}
 
 
 def make_step(recipe: Recipe, limits: Limits, workdir: Path, template: Sequence[str], *, compiling: bool,
