@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from itt_sweep.data.mbxp import load_problems
+from itt_sweep.data.mbxp import load_problems, load_sample_completions
 from itt_sweep.execution import Program, assemble, available, execute
 from itt_sweep.execution.tests_ran import MARKER, RULES, marked_tests
 from itt_sweep.execution.types import LANGUAGES
@@ -82,10 +82,34 @@ def test_printing_the_marker_early_does_not_rescue_a_failing_test(data_dir: Path
     assert verdict.status == "failed"
 
 
-def typescript_problem(data_dir: Path, number: int, mode: str) -> Program:
+def typescript_problem(data_dir: Path, number: int, mode: str, sample: bool = False) -> Program:
     p = next(p for p in load_problems("typescript", split="test", data_dir=data_dir) if p.number == number)
-    program = assemble(p.prompt, p.canonical_solution, p.test, "typescript", p.entry_point, p.task_id)
+    body = load_sample_completions("typescript", data_dir=data_dir)[p.task_id][0] if sample else p.canonical_solution
+    program = assemble(p.prompt, body, p.test, "typescript", p.entry_point, p.task_id)
     return program.model_copy(update={"type_errors": mode})
+
+
+# The 21 TypeScript verdicts of the benchmark set (40 canonical solutions + 40 samples) where mxeval differs
+# from `typescript_type_errors: fail` (issue 17): syntactically broken canonical solutions, whose tests
+# never run (mxeval passes them), and programs with type errors only (mxeval passes them: they run as JS).
+TS_BROKEN_CANONICAL = (13, 15, 16, 17, 18, 21, 29, 30, 31, 33, 39, 40, 44, 48, 50)
+TS_TYPE_ERRORS_ONLY = {"canonical": (23, 25, 32), "sample": (24, 33, 50)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not available("typescript"), reason="typescript toolchain missing")
+def test_the_21_mbtsp_verdicts_that_differ_from_mxeval_are_the_ones_the_option_governs(data_dir: Path) -> None:
+    """`ignore` reproduces mxeval's verdicts on the 6 type-error-only programs and no other; the 15 broken
+    canonical solutions fail in both modes, because their tests never run."""
+    cases = [(n, False) for n in TS_BROKEN_CANONICAL + TS_TYPE_ERRORS_ONLY["canonical"]]
+    cases += [(n, True) for n in TS_TYPE_ERRORS_ONLY["sample"]]
+    programs = [typescript_problem(data_dir, n, mode, sample) for mode in ("fail", "ignore") for n, sample in cases]
+    statuses = [v.status for v in execute(programs)]
+    fail, ignore = statuses[:len(cases)], statuses[len(cases):]
+    assert fail == ["compile_error"] * len(cases), list(zip(cases, fail, strict=True))
+    broken = len(TS_BROKEN_CANONICAL)
+    assert ignore == ["compile_error"] * broken + ["passed"] * (len(cases) - broken), \
+        list(zip(cases, ignore, strict=True))
 
 
 @pytest.mark.skipif(not available("typescript"), reason="typescript toolchain missing")
