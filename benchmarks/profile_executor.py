@@ -19,6 +19,7 @@ import argparse
 import collections
 import contextlib
 import functools
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -97,7 +98,8 @@ def profile_execute(programs: list[Program]) -> dict[str, Any]:
 
 def floors(language: str, programs: list[Program]) -> dict[str, float]:
     """ms per program of the bare pieces: the recipe's commands (compile, if any, then run) directly, as the
-    reference harness runs them, the same under a bare bwrap, and a bare `bwrap ... true`."""
+    reference harness runs them (wall, and their own CPU), the same under a bare bwrap, and a bare
+    `bwrap ... true`."""
     recipe = get_recipe(language)
     templates = [t for t in (recipe.compile, recipe.run) if t is not None]
     bwrap, true = resolve_tool("bwrap"), resolve_tool("true")
@@ -107,7 +109,7 @@ def floors(language: str, programs: list[Program]) -> dict[str, float]:
             with tempfile.TemporaryDirectory() as folder:
                 workdir = Path(folder)
                 (workdir / recipe.file_name).write_text(program_text(program))
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), _children_cpu_s()
                 for template in templates[:1] if mode.endswith("true") else templates:
                     compiling = template is recipe.compile
                     step = steps.make_step(recipe, program.limits, workdir, template, compiling=compiling)
@@ -119,7 +121,14 @@ def floors(language: str, programs: list[Program]) -> dict[str, float]:
                     if done.returncode != 0:
                         break  # a compile error: the harness would not run it either
                 timings[mode].append(1000 * (time.perf_counter() - started))
+                if mode == "direct":  # the commands' own CPU (a compiler's), children included
+                    timings["direct, CPU"].append(1000 * (_children_cpu_s() - cpu))
     return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def profile_language(language: str, count: int, repeats: int) -> dict[str, Any]:
