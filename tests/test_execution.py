@@ -392,6 +392,23 @@ def test_benchmark_script_compares_both_modes_and_writes_its_result(tmp_path: Pa
     assert result["overall"]["vs_mxeval"] is None  # its whole-set time compares only with the whole set
 
 
+def test_profile_script_times_each_phase_and_perl_and_php_take_one_sandboxed_step(tmp_path: Path) -> None:
+    for language in ("php", "perl"):
+        require(language)
+    out = tmp_path / "profile.json"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    subprocess.run([sys.executable, "benchmarks/profile_executor.py", "--languages", "php", "perl", "--programs", "2",
+                    "--repeats", "1", "--out", str(out)], cwd=repo, env=env, check=True, capture_output=True,
+                   timeout=300)
+    result = json.loads(out.read_text())["languages"]
+    for language in ("php", "perl"):
+        row = result[language]
+        assert row["programs"] == 2 and row["per_program_ms"] > 0
+        assert row["calls_per_program"]["step: spawn (vfork + exec chain)"] == 1.0  # the check is in the run
+        assert {"direct", "direct, CPU", "bare bwrap", "bare bwrap + true"} <= set(row["floors_ms"])
+
+
 # ---------------------------------------------------------------- recipes, doctor, preflight
 
 def test_every_mbxp_language_has_a_recipe_and_a_doctor_line() -> None:
