@@ -236,8 +236,8 @@ def run_step(step: Step, sandboxed: bool, uid: int | None) -> StepResult:
     resolved = tool if tool.startswith(("/", "./")) else resolve_tool(tool)
     if resolved is None:
         return StepResult(None, False, 0.0, "", "", spawn_error=f"{tool} is not installed (not on PATH)")
-    argv = [resolved, *step.argv[1:]]
-    env = _environment(step, argv, sandboxed)
+    env = _environment(step, [resolved], sandboxed)
+    argv = [resolved, *(arg.replace("{tmpdir}", env["TMPDIR"]) for arg in step.argv[1:])]
     if sandboxed:
         argv = [str(resolve_tool("bwrap")), *bwrap_argv(replace(step, argv=argv))[1:], *argv]
     limits = _soft_hard(_rlimits(step, uid))

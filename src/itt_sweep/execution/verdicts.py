@@ -65,9 +65,12 @@ def take_compiled(stderr: str) -> tuple[bool, str]:
 
 
 def _not_compiled(ran: StepResult) -> Verdict:
-    note = f"\n[the check stopped after {ran.duration_s:.3g} s]" if ran.timed_out else ""
-    return Verdict(status="compile_error", compile_s=ran.duration_s, stdout=ran.stdout, stderr=ran.stderr + note,
-                   exit_code=exit_code(ran))
+    return _compile_error(ran, f"\n[the check stopped after {ran.duration_s:.3g} s]" if ran.timed_out else "")
+
+
+def _compile_error(built: StepResult, note: str = "") -> Verdict:
+    return Verdict(status="compile_error", compile_s=built.duration_s, stdout=built.stdout,
+                   stderr=built.stderr + note, exit_code=exit_code(built))
 
 
 def compile_failure(built: StepResult, limits: Limits) -> Verdict | None:
@@ -75,12 +78,9 @@ def compile_failure(built: StepResult, limits: Limits) -> Verdict | None:
     if built.spawn_error or is_bwrap_failure(built):
         return sandbox_error(built.spawn_error or built.stderr, built.duration_s)
     if built.timed_out:
-        note = f"\n[compilation stopped after {limits.compile_timeout_s:g} s]"
-        return Verdict(status="compile_error", compile_s=built.duration_s, stdout=built.stdout,
-                       stderr=built.stderr + note)
+        return _compile_error(built, f"\n[compilation stopped after {limits.compile_timeout_s:g} s]")
     if built.returncode != 0:
-        return Verdict(status="compile_error", compile_s=built.duration_s, stdout=built.stdout,
-                       stderr=built.stderr, exit_code=exit_code(built))
+        return _compile_error(built)
     return None
 
 

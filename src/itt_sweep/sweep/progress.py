@@ -88,9 +88,10 @@ class SweepView(Callback):
         self.stage_times: dict[str, list[float]] = {stage: [] for stage in STAGES}
         self.cache_hits = 0
         self.last_line, self.last_print = "", 0.0
+        self._adopted = False  # restored trials counted (`_adopt_restored`)
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment; consoles can't be
-        return {**self.__dict__, "_console": None, "_live": None}
+        return {**self.__dict__, "_console": None, "_live": None, "_adopted": False}
 
     @property
     def console(self) -> Console:
@@ -100,8 +101,12 @@ class SweepView(Callback):
 
     # ------------------------------------------------------------ Tune events
 
+    @staticmethod
+    def _key(trial) -> str:
+        return trial.config.get("trial_key", trial.trial_id)
+
     def _state(self, trial) -> TrialState:
-        key = trial.config.get("trial_key", trial.trial_id)
+        key = self._key(trial)
         if key not in self.trials:
             task = (trial.config.get("cell") or ["?"])[0]
             stages = STAGES[1:] if task == "none" else STAGES
@@ -145,17 +150,20 @@ class SweepView(Callback):
         self.update(force=True)
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        self._adopt_finished(trials)
+        if not self._adopted:
+            self._adopt_restored(trials)
         self.update()
 
-    def _adopt_finished(self, trials) -> None:
-        """Count the trials a resumed experiment restored as finished or failed: Tune sends them no events,
-        so without this a resumed sweep reads "0/18 done" while 10 are done."""
+    def _adopt_restored(self, trials) -> None:
+        """Count the trials a resumed experiment restored as finished or failed, once, at the first step:
+        Tune sends them no events, so without this a resumed sweep reads "0/18 done" while 10 are done."""
+        self._adopted = True
         for trial in trials:
             status = {"TERMINATED": "DONE", "ERROR": "ERROR"}.get(getattr(trial, "status", ""))
-            if status and trial.config.get("trial_key", trial.trial_id) not in self.trials:
-                state = self._state(trial)
-                state.status, state.stage = status, "done" if status == "DONE" else state.stage
+            if status and self._key(trial) not in self.trials:
+                self._state(trial).status = status
+                if status == "DONE":
+                    self.trials[self._key(trial)].stage = "done"
 
     def on_experiment_end(self, trials, **info) -> None:
         self.update(force=True)
